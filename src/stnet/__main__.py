@@ -1,0 +1,2 @@
+from stnet.cli import main
+raise SystemExit(main())
