@@ -289,3 +289,19 @@ def count_parameters(model: nn.Module, prefixes: Sequence[str] = ()) -> int:
         for n, p in model.named_parameters()
         if p.requires_grad and (not prefixes or n.startswith(tuple(prefixes)))
     )
+
+
+def summary_table(model: StNet) -> str:
+    """Trainable parameters per block, as printed by ``stnet config --model-summary``."""
+    blocks = [("stem (conv1, bn1)", ("conv1.", "bn1."))] + [
+        (name, (name + ".",)) for name in ("layer1", "layer2", "temp1", "layer3", "temp2", "layer4", "xception", "fc")
+    ]
+    title = (
+        f"StNet-R{model.depth} (xception={model.xception_kind}, stem_pool={model.stem_pool}), "
+        f"T={model.T} N={model.N}, {model.num_classes} classes, input (B, {model.T}, {3 * model.N}, H, W)"
+    )
+    rows = [title, f"{'block':<20}{'parameters':>14}"]
+    rows += [f"{name:<20}{count_parameters(model, prefixes):>14,}" for name, prefixes in blocks]
+    total = count_parameters(model)
+    rows.append(f"{'total':<20}{total:>14,}  ({total / 1e6:.2f} M)")
+    return "\n".join(rows)

@@ -1,0 +1,114 @@
+"""The ``stnet`` command line: one subcommand per stage of the workflow.
+
+Settings are ``--key value`` flags over a YAML config (``--config ucf101`` or a path), exactly the
+reference's convention; ``stnet config`` prints what a run would use. User errors (bad keys, missing
+files, weights that do not fit) end in one ``stnet: error: ...`` line, exit code 2 for configuration
+mistakes and 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from stnet import __version__
+from stnet.config import Config, ConfigError, load_config
+from stnet.weights import WeightsError
+
+CONFIG_HELP = "config YAML: a path or a built-in name (ucf101, kinetics400); then any --key value overrides"
+
+
+class UserError(Exception):
+    """An error caused by the user's input, reported as one line without a traceback."""
+
+
+def _config_from(args: argparse.Namespace, rest: Sequence[str]) -> Config:
+    return load_config(args.config, list(rest))
+
+
+def cmd_version(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    import torch
+
+    print(f"stnet {__version__} (torch {torch.__version__}, python {sys.version.split()[0]})")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    cfg = _config_from(args, rest)
+    print(cfg.to_yaml(), end="")
+    if args.model_summary:
+        from stnet.model import build_model, summary_table
+
+        print()
+        print(summary_table(build_model(**cfg.model_kwargs())))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    if rest:
+        raise UserError(f"unexpected arguments: {' '.join(rest)}")
+    from stnet.weights import convert_weights
+
+    if not args.output.endswith(".safetensors"):
+        raise UserError(f"the output must be a .safetensors file, not {args.output}")
+    kind, count = convert_weights(args.input, args.output)
+    what = "ImageNet ResNet backbone" if kind == "resnet" else "whole StNet"
+    print(f"wrote {args.output}: {count} tensors ({what} weights)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stnet",
+        description="StNet video action recognition: prepare data, train, evaluate, export, predict.",
+        epilog="Run `stnet COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"stnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("version", help="print the stnet, torch and python versions")
+    p.set_defaults(func=cmd_version)
+
+    p = sub.add_parser(
+        "config",
+        help="print the resolved configuration",
+        description="Print the configuration a run would use: defaults, then the YAML file, then --key value "
+        "overrides. Every key below is also a --key flag.",
+    )
+    p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
+    p.add_argument("--model-summary", "--model_summary", dest="model_summary", action="store_true",
+                   help="also build the model and print its parameters per block")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert weights (torchvision, MindSpore .ckpt, ...) to stnet .safetensors",
+        description="Read any supported weight file (PyTorch .pth/.pt state dict or checkpoint, .safetensors, "
+        "MindSpore .ckpt of the official ResNet-50 or of a reference StNet) and write stnet-named "
+        ".safetensors; optimizer state and counters are dropped.",
+    )
+    p.add_argument("input", help="weight file to read")
+    p.add_argument("output", help="the .safetensors file to write")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    func: Callable[[argparse.Namespace, Sequence[str]], int] = args.func
+    try:
+        return func(args, rest)
+    except ConfigError as e:
+        print(f"stnet: error: {e}", file=sys.stderr)
+        return 2
+    except (UserError, WeightsError, FileNotFoundError) as e:
+        print(f"stnet: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stnet: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,276 @@
+"""Loading and converting weights: torchvision ResNets, MindSpore checkpoints, stnet's own files.
+
+Every source is first read into one flat ``name → tensor`` dict in stnet's (torchvision-style) naming,
+then checked against the model as a whole before anything is copied: a file that does not fit is
+refused with the offending names and shapes, never half-loaded.
+
+Two kinds of source are recognised from the names they hold:
+
+* an **ImageNet ResNet** (torchvision ``resnet50-*.pth``, the MindSpore model-zoo ResNet-50 ``.ckpt``):
+  every backbone conv/BN tensor is loaded, running statistics included; the ImageNet classifier is
+  skipped; ``conv1`` is inflated from 3 to 3N input channels (mean over RGB, divided by N, tiled 3N
+  times), and the temporal blocks, Xception head and classifier keep their fresh initialisation;
+* a full **StNet** (stnet's own weights or checkpoints, a reference MindSpore StNet ``.ckpt``): every
+  tensor must be present and fit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from stnet import mindspore_ckpt
+from stnet.fileio import atomic_path
+
+STNET_PREFIXES = ("temp1.", "temp2.", "xception.")
+HEAD_PREFIX = "fc."
+
+# Entries of a MindSpore training checkpoint that are optimizer or bookkeeping state, not weights.
+_NON_WEIGHT = re.compile(r"^(moments|accum|moment1|moment2|adam_m|adam_v|scale_sense)\.|^(global_step|learning_rate|current_iterator_step|last_overflow_iterator_step|epoch_num|step_num)$")
+_MS_SUFFIX = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+
+class WeightsError(ValueError):
+    """A weight file that cannot be read or does not fit the model; the message says which and why."""
+
+
+@dataclass
+class LoadReport:
+    """What ``load_weights`` did with each name."""
+
+    path: str
+    kind: str  # "resnet" (ImageNet initialisation) or "stnet" (a whole model)
+    loaded: list[str] = field(default_factory=list)
+    inflated: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # in the file, deliberately not used
+    missing: list[str] = field(default_factory=list)  # in the model, kept at their initialisation
+
+    def summary(self) -> str:
+        lines = [
+            f"weights {self.path} ({self.kind}): {len(self.loaded)} tensors loaded, "
+            f"{len(self.inflated)} inflated, {len(self.skipped)} skipped, "
+            f"{len(self.missing)} kept at initialisation"
+        ]
+        if self.inflated:
+            lines.append("  inflated: " + ", ".join(self.inflated))
+        if self.skipped:
+            lines.append("  skipped: " + _abbrev(self.skipped))
+        if self.missing:
+            lines.append("  initialised fresh: " + _abbrev(self.missing))
+        return "\n".join(lines)
+
+
+def _abbrev(names: list[str], limit: int = 12) -> str:
+    more = f", … (+{len(names) - limit})" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading any supported file into stnet names
+# ----------------------------------------------------------------------------------------------------
+
+
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], list[str]]:
+    """Read a weight file of any supported format; return ``(tensors in stnet naming, ignored names)``.
+
+    Formats: PyTorch ``.pth``/``.pt`` (a state dict, or a checkpoint dict holding one under ``model``
+    or ``state_dict``; loaded with ``weights_only=True``), ``.safetensors``, MindSpore ``.ckpt``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file not found: {path}")
+    raw = _read_raw(path)
+    tensors: dict[str, Tensor] = {}
+    ignored: list[str] = []
+    for name, value in raw.items():
+        new = _stnet_name(name)
+        if new is None or not isinstance(value, Tensor):
+            ignored.append(name)
+        else:
+            tensors[new] = value
+    if not tensors:
+        raise WeightsError(f"{path} holds no weight tensors")
+    return tensors, ignored
+
+
+def _read_raw(path: Path) -> dict[str, object]:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise WeightsError(f"{path} is empty")
+    if _looks_like_safetensors(head):
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except Exception as e:  # the library's own exception types vary by version
+            raise WeightsError(f"{path} is not a readable safetensors file: {e}") from None
+    if head.startswith(b"PK") or head[:1] == b"\x80":  # torch zip archive or legacy pickle
+        return _read_torch(path)
+    if mindspore_ckpt.is_mindspore_ckpt(path):
+        try:
+            return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in mindspore_ckpt.read_ckpt(path).items()}
+        except mindspore_ckpt.MindSporeCheckpointError as e:
+            raise WeightsError(str(e)) from None
+    raise WeightsError(
+        f"{path}: unrecognised weight file (expected a PyTorch .pth/.pt, .safetensors or MindSpore .ckpt)"
+    )
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 30
+
+
+def _read_torch(path: Path) -> dict[str, object]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(
+            f"{path} could not be loaded safely as PyTorch weights ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict", "model_state"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path} does not hold a state dict (found {type(obj).__name__})")
+    prefix = "module."  # saved from DistributedDataParallel
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in obj.items()}
+
+
+def _stnet_name(name: str) -> str | None:
+    """Map a torchvision or MindSpore name to stnet's; None for optimizer/bookkeeping entries."""
+    if _NON_WEIGHT.search(name):
+        return None
+    name = name.replace(".down_sample_layer.", ".downsample.").replace(".bn2d.", ".")
+    if name.startswith("end_point."):  # the MindSpore ResNet's classifier
+        name = "fc." + name[len("end_point.") :]
+    stem, _, leaf = name.rpartition(".")
+    return f"{stem}.{_MS_SUFFIX.get(leaf, leaf)}" if stem else name
+
+
+# ----------------------------------------------------------------------------------------------------
+# Fitting a state dict to a model
+# ----------------------------------------------------------------------------------------------------
+
+
+def inflate_conv1(weight: Tensor, N: int) -> Tensor:
+    """ImageNet conv1 (out, 3, k, k) → StNet conv1 (out, 3N, k, k): mean over RGB, / N, tiled 3N times.
+
+    For a clip of N identical frames the inflated filter answers as the colour-averaged 2D filter would.
+    """
+    if weight.ndim != 4 or weight.shape[1] != 3:
+        raise WeightsError(f"conv1.weight to inflate must be (out, 3, k, k), got {tuple(weight.shape)}")
+    return (weight.float().mean(dim=1, keepdim=True) / N).repeat(1, 3 * N, 1, 1).to(weight.dtype)
+
+
+def source_kind(tensors: Mapping[str, Tensor]) -> str:
+    """``stnet`` if the tensors include StNet's temporal parts, else ``resnet`` (an ImageNet backbone)."""
+    return "stnet" if any(k.startswith(STNET_PREFIXES) for k in tensors) else "resnet"
+
+
+def fit_state_dict(
+    model: nn.Module, tensors: Mapping[str, Tensor], *, skip_classifier: bool = False, path: str = "weights"
+) -> tuple[dict[str, Tensor], LoadReport]:
+    """Check ``tensors`` against ``model`` and return what to load plus the report; raise on any misfit."""
+    kind = source_kind(tensors)
+    report = LoadReport(path=path, kind=kind)
+    target = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    tensors = dict(tensors)
+    if kind == "resnet" or skip_classifier:
+        report.skipped += sorted(k for k in tensors if k.startswith(HEAD_PREFIX))
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(HEAD_PREFIX)}
+    conv1 = tensors.get("conv1.weight")
+    want = target["conv1.weight"].shape
+    if conv1 is not None and conv1.ndim == 4 and conv1.shape[1] == 3 and want[1] != 3:
+        tensors["conv1.weight"] = inflate_conv1(conv1, want[1] // 3)
+        report.inflated.append("conv1.weight")
+
+    ignored_extra = [k for k in tensors if k.endswith("num_batches_tracked")]
+    extra = sorted(k for k in tensors if k not in target and k not in ignored_extra)
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+        for k, v in tensors.items()
+        if k in target and tuple(v.shape) != tuple(target[k].shape)
+    ]
+    fresh_ok = STNET_PREFIXES + (HEAD_PREFIX,) if kind == "resnet" else ((HEAD_PREFIX,) if skip_classifier else ())
+    absent = sorted(k for k in target if k not in tensors)
+    missing_required = [k for k in absent if not k.startswith(fresh_ok)]
+    problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): " + "; ".join(mismatched[:8]))
+    if extra:
+        problems.append(f"{len(extra)} name(s) the model does not have: {_abbrev(extra, 8)}")
+    if missing_required:
+        problems.append(f"{len(missing_required)} name(s) missing from the file: {_abbrev(missing_required, 8)}")
+    if problems:
+        arch = getattr(model, "depth", "?")
+        hint = _mismatch_hint(mismatched)
+        raise WeightsError(
+            f"{path} does not fit this model (StNet depth {arch}, {kind} weights): "
+            + " | ".join(problems)
+            + hint
+        )
+    report.loaded = sorted(k for k in tensors if k in target and k not in report.inflated)
+    report.skipped += sorted(ignored_extra)
+    report.missing = absent
+    fitted = {k: v.to(dtype=target[k].dtype) for k, v in tensors.items() if k in target}
+    return fitted, report
+
+
+def _mismatch_hint(mismatched: list[str]) -> str:
+    if any(m.startswith("fc.") for m in mismatched):
+        return " (a classifier of another class count: pass skip_classifier=True / --skip_classifier to fine-tune)"
+    if any(m.startswith("xception.att_conv") for m in mismatched):
+        return " (the Xception head differs: try xception='full' for reference checkpoints)"
+    if any(m.startswith("conv1.") for m in mismatched):
+        return " (conv1 channels differ: N of the model and of the weights must agree)"
+    return ""
+
+
+def load_weights(
+    model: nn.Module, path: str | os.PathLike, *, skip_classifier: bool = False
+) -> LoadReport:
+    """Load ImageNet-ResNet or whole-StNet weights from any supported file into ``model``.
+
+    Returns a :class:`LoadReport`; raises :class:`WeightsError` (with names and shapes) if they do not fit.
+    """
+    tensors, ignored = read_weights(path)
+    fitted, report = fit_state_dict(model, tensors, skip_classifier=skip_classifier, path=str(path))
+    with torch.no_grad():
+        model.load_state_dict(fitted, strict=False)
+    report.skipped = sorted(report.skipped + ignored)
+    return report
+
+
+def convert_weights(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str, int]:
+    """Convert any supported weight file to stnet-named ``.safetensors``; returns ``(kind, count)``.
+
+    Names are mapped (MindSpore → torchvision style), optimizer and bookkeeping entries dropped; no
+    inflation happens here (it depends on the model's N and is done when loading).
+    """
+    tensors, _ = read_weights(src)
+    kind = source_kind(tensors)
+    save_safetensors(tensors, dst, metadata={"stnet_kind": kind, "converted_from": Path(src).name})
+    return kind, len(tensors)
+
+
+def save_safetensors(
+    tensors: Mapping[str, Tensor], path: str | os.PathLike, metadata: Mapping[str, object] | None = None
+) -> None:
+    """Write tensors (contiguous CPU copies) to ``path`` atomically, with string metadata."""
+    from safetensors.torch import save_file
+
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    data = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(data, str(tmp), metadata=meta)
