@@ -15,7 +15,11 @@ def uniform(stream: int, n: int) -> np.ndarray:
     """n floats in [0, 1) from a splitmix64-style hash of (index, stream), as the fixture README says."""
     with np.errstate(over="ignore"):
         i = np.arange(n, dtype=np.uint64)
-        z = i * np.uint64(0x9E3779B97F4A7C15) + np.uint64(stream) * np.uint64(0xD1B54A32D192ED03) + np.uint64(1)
+        z = (
+            i * np.uint64(0x9E3779B97F4A7C15)
+            + np.uint64(stream) * np.uint64(0xD1B54A32D192ED03)
+            + np.uint64(1)
+        )
         z = z ^ (z >> np.uint64(30))
         z = z * np.uint64(0xBF58476D1CE4E5B9)
         z = z ^ (z >> np.uint64(27))

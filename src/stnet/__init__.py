@@ -1,9 +1,9 @@
 """stnet: StNet video action recognition in PyTorch.
 
-    >>> import stnet, torch
-    >>> model = stnet.build_model(num_classes=101, T=7, N=5, depth=50)
-    >>> report = stnet.load_weights(model, "resnet50-0676ba61.pth")   # ImageNet init, conv1 inflated
-    >>> logits = model(torch.randn(2, 7, 15, 112, 112))               # (B, T, 3N, H, W) → (2, 101)
+>>> import stnet, torch
+>>> model = stnet.build_model(num_classes=101, T=7, N=5, depth=50)
+>>> report = stnet.load_weights(model, "resnet50-0676ba61.pth")   # ImageNet init, conv1 inflated
+>>> logits = model(torch.randn(2, 7, 15, 112, 112))               # (B, T, 3N, H, W) → (2, 101)
 """
 
 __version__ = "0.1.0"

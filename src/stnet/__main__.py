@@ -1,2 +1,3 @@
 from stnet.cli import main
+
 raise SystemExit(main())

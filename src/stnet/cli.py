@@ -77,14 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides. Every key below is also a --key flag.",
     )
     p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
-    p.add_argument("--model-summary", "--model_summary", dest="model_summary", action="store_true",
-                   help="also build the model and print its parameters per block")
+    p.add_argument(
+        "--model-summary",
+        "--model_summary",
+        dest="model_summary",
+        action="store_true",
+        help="also build the model and print its parameters per block",
+    )
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser(
         "convert",
         help="convert weights (torchvision, MindSpore .ckpt, ...) to stnet .safetensors",
-        description="Read any supported weight file (PyTorch .pth/.pt state dict or checkpoint, .safetensors, "
+        description="Read any supported weight file (PyTorch .pth/.pt state dict or checkpoint, "
+        ".safetensors, "
         "MindSpore .ckpt of the official ResNet-50 or of a reference StNet) and write stnet-named "
         ".safetensors; optimizer state and counters are dropped.",
     )

@@ -27,11 +27,26 @@ class ConfigError(ValueError):
     """A bad configuration key or value; the message is one line that says how to fix it."""
 
 
-def _opt(default: Any, help: str, *, choices: Sequence[Any] | None = None, low: float | None = None,
-         high: float | None = None, low_open: bool = False, high_open: bool = False,
-         group: str = "") -> Any:
-    meta = {"help": help, "choices": choices, "low": low, "high": high, "low_open": low_open,
-            "high_open": high_open, "group": group}
+def _opt(
+    default: Any,
+    help: str,
+    *,
+    choices: Sequence[Any] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    group: str = "",
+) -> Any:
+    meta = {
+        "help": help,
+        "choices": choices,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "group": group,
+    }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -49,11 +64,21 @@ class Config:
     class_num: int = _opt(101, "number of classes (alias: num_classes)", low=1, group=MODEL)
     T: int = _opt(7, "segments per clip (seg_num)", low=1, group=MODEL)
     N: int = _opt(5, "consecutive frames stacked per segment (seglen)", low=1, group=MODEL)
-    xception: str = _opt("depthwise", "temporal Xception convolutions: depthwise (paper) or full (reference)",
-                         choices=("depthwise", "full"), group=MODEL)
-    stem_pool: str = _opt("symmetric", "stem max-pool padding: symmetric (torchvision) or same (reference)",
-                          choices=("symmetric", "same"), group=MODEL)
-    dropout: float = _opt(0.0, "dropout before the classifier", low=0.0, high=1.0, high_open=True, group=MODEL)
+    xception: str = _opt(
+        "depthwise",
+        "temporal Xception convolutions: depthwise (paper) or full (reference)",
+        choices=("depthwise", "full"),
+        group=MODEL,
+    )
+    stem_pool: str = _opt(
+        "symmetric",
+        "stem max-pool padding: symmetric (torchvision) or same (reference)",
+        choices=("symmetric", "same"),
+        group=MODEL,
+    )
+    dropout: float = _opt(
+        0.0, "dropout before the classifier", low=0.0, high=1.0, high_open=True, group=MODEL
+    )
 
     # --- data
     dataset_type: str = _opt("ucf101", "dataset recipe", choices=("ucf101", "kinetics400"), group=DATA)
@@ -61,42 +86,58 @@ class Config:
     target_size: int = _opt(112, "crop size fed to the model (pixels)", low=1, group=DATA)
     short_size: int = _opt(128, "frames are resized to this short side before cropping", low=1, group=DATA)
     image_mean: list[float] = _opt([0.485, 0.456, 0.406], "RGB mean used to normalise", group=DATA)
-    image_std: list[float] = _opt([0.229, 0.224, 0.225], "RGB std used to normalise", low=0.0,
-                                  low_open=True, group=DATA)
+    image_std: list[float] = _opt(
+        [0.229, 0.224, 0.225], "RGB std used to normalise", low=0.0, low_open=True, group=DATA
+    )
     workers: int = _opt(2, "data-loading worker processes", low=0, group=DATA)
 
     # --- training
     batch_size: int = _opt(16, "clips per step per process", low=1, group=TRAIN)
     num_epochs: int = _opt(90, "training epochs", low=1, group=TRAIN)
     lr: float = _opt(0.001, "initial learning rate", low=0.0, low_open=True, group=TRAIN)
-    lr_schedule: str = _opt("multistep", "learning-rate schedule after warm-up",
-                            choices=("multistep", "cosine", "constant"), group=TRAIN)
-    lr_milestones: list[int] = _opt([40, 80], "epochs after which the lr is multiplied by gamma",
-                                    low=1, group=TRAIN)
+    lr_schedule: str = _opt(
+        "multistep",
+        "learning-rate schedule after warm-up",
+        choices=("multistep", "cosine", "constant"),
+        group=TRAIN,
+    )
+    lr_milestones: list[int] = _opt(
+        [40, 80], "epochs after which the lr is multiplied by gamma", low=1, group=TRAIN
+    )
     gamma: float = _opt(0.1, "multistep lr factor", low=0.0, low_open=True, high=1.0, group=TRAIN)
-    lr_decay_rate: int = _opt(0, "reference key: decay every this many epochs (sets lr_milestones; 0 = off)",
-                              low=0, group=TRAIN)
+    lr_decay_rate: int = _opt(
+        0, "reference key: decay every this many epochs (sets lr_milestones; 0 = off)", low=0, group=TRAIN
+    )
     warmup_epochs: float = _opt(0.0, "linear lr warm-up length in epochs", low=0.0, group=TRAIN)
     scale_lr: bool = _opt(False, "scale lr linearly by global batch / base_batch_size", group=TRAIN)
     base_batch_size: int = _opt(128, "global batch the lr was tuned for (with scale_lr)", low=1, group=TRAIN)
     momentum: float = _opt(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True, group=TRAIN)
     nesterov: bool = _opt(False, "Nesterov momentum", group=TRAIN)
-    weight_decay: float = _opt(0.0001, "L2 weight decay (not on BatchNorm weights/biases)", low=0.0,
-                               group=TRAIN)
-    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing", low=0.0, high=1.0, high_open=True,
-                                  group=TRAIN)
-    precision: str = _opt("auto", "auto (bf16 where the hardware has it), bf16, fp16 or fp32",
-                          choices=("auto", "bf16", "fp16", "fp32"), group=TRAIN)
+    weight_decay: float = _opt(
+        0.0001, "L2 weight decay (not on BatchNorm weights/biases)", low=0.0, group=TRAIN
+    )
+    label_smoothing: float = _opt(
+        0.0, "cross-entropy label smoothing", low=0.0, high=1.0, high_open=True, group=TRAIN
+    )
+    precision: str = _opt(
+        "auto",
+        "auto (bf16 where the hardware has it), bf16, fp16 or fp32",
+        choices=("auto", "bf16", "fp16", "fp32"),
+        group=TRAIN,
+    )
     channels_last: bool = _opt(True, "channels-last memory format", group=TRAIN)
     accumulate_steps: int = _opt(1, "gradient-accumulation steps per optimizer step", low=1, group=TRAIN)
     clip_grad_norm: float = _opt(0.0, "clip gradients to this global norm (0 = off)", low=0.0, group=TRAIN)
     sync_bn: bool = _opt(False, "synchronise BatchNorm statistics across processes", group=TRAIN)
-    pre_res50: str = _opt("", "ImageNet ResNet weights to initialise the backbone (any supported format)",
-                          group=TRAIN)
-    finetune: str = _opt("", "whole-StNet weights to start from (optimizer and epoch start fresh)",
-                         group=TRAIN)
-    resume: str = _opt("", "checkpoint to continue training from exactly ('auto' = last in output_dir)",
-                       group=TRAIN)
+    pre_res50: str = _opt(
+        "", "ImageNet ResNet weights to initialise the backbone (any supported format)", group=TRAIN
+    )
+    finetune: str = _opt(
+        "", "whole-StNet weights to start from (optimizer and epoch start fresh)", group=TRAIN
+    )
+    resume: str = _opt(
+        "", "checkpoint to continue training from exactly ('auto' = last in output_dir)", group=TRAIN
+    )
 
     # --- checkpoints and evaluation
     output_dir: str = _opt("runs/stnet", "directory for checkpoints, logs and plots", group=CKPT)
@@ -132,7 +173,9 @@ class Config:
         if self.lr_milestones != sorted(set(self.lr_milestones)):
             raise ConfigError(f"lr_milestones must be increasing epochs, got {self.lr_milestones}")
         if self.warmup_epochs >= self.num_epochs:
-            raise ConfigError(f"warmup_epochs {self.warmup_epochs} must be below num_epochs {self.num_epochs}")
+            raise ConfigError(
+                f"warmup_epochs {self.warmup_epochs} must be below num_epochs {self.num_epochs}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,8 +194,15 @@ class Config:
 
     def model_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`stnet.build_model` for this config."""
-        return {"num_classes": self.class_num, "T": self.T, "N": self.N, "depth": self.depth,
-                "xception": self.xception, "stem_pool": self.stem_pool, "dropout": self.dropout}
+        return {
+            "num_classes": self.class_num,
+            "T": self.T,
+            "N": self.N,
+            "depth": self.depth,
+            "xception": self.xception,
+            "stem_pool": self.stem_pool,
+            "dropout": self.dropout,
+        }
 
     @property
     def milestones(self) -> list[int]:
@@ -167,13 +217,39 @@ HINTS = typing.get_type_hints(Config)
 ALIASES = {"num_classes": "class_num", "seg_num": "T", "seglen": "N", "epochs": "num_epochs"}
 
 # Keys of the MindSpore reference that configure MindSpore, Ascend, ModelArts or its own launch scripts.
-REFERENCE_ONLY = frozenset({
-    "mode", "dataset_sink_mode", "run_online", "data_url", "local_data_url", "pre_res50_art_load_path",
-    "best_acc_art_load_path", "pre_url", "load_path", "local_train_list", "local_val_list", "train_url",
-    "output_path", "target", "device_id", "device_num", "rank_id", "run_distribute", "steps_size",
-    "eval_per_epoch", "parameter_server", "val_data_dir", "profile", "avgpool_kernel_size",
-    "config_path", "enable_modelarts", "checkpoint_url", "save_graphs", "enable_profiling",
-})
+REFERENCE_ONLY = frozenset(
+    {
+        "mode",
+        "dataset_sink_mode",
+        "run_online",
+        "data_url",
+        "local_data_url",
+        "pre_res50_art_load_path",
+        "best_acc_art_load_path",
+        "pre_url",
+        "load_path",
+        "local_train_list",
+        "local_val_list",
+        "train_url",
+        "output_path",
+        "target",
+        "device_id",
+        "device_num",
+        "rank_id",
+        "run_distribute",
+        "steps_size",
+        "eval_per_epoch",
+        "parameter_server",
+        "val_data_dir",
+        "profile",
+        "avgpool_kernel_size",
+        "config_path",
+        "enable_modelarts",
+        "checkpoint_url",
+        "save_graphs",
+        "enable_profiling",
+    }
+)
 
 
 def _describe(name: str) -> str:
@@ -196,9 +272,13 @@ def _check_value(f: dataclasses.Field, value: Any) -> None:
             continue
         low, high = meta["low"], meta["high"]
         if low is not None and (v < low or (meta["low_open"] and v == low)):
-            raise ConfigError(f"{f.name}: {value!r} is out of range; it must be {'>' if meta['low_open'] else '>='} {low}")
+            raise ConfigError(
+                f"{f.name}: {value!r} is out of range; it must be {'>' if meta['low_open'] else '>='} {low}"
+            )
         if high is not None and (v > high or (meta["high_open"] and v == high)):
-            raise ConfigError(f"{f.name}: {value!r} is out of range; it must be {'<' if meta['high_open'] else '<='} {high}")
+            raise ConfigError(
+                f"{f.name}: {value!r} is out of range; it must be {'<' if meta['high_open'] else '<='} {high}"
+            )
 
 
 def _parse_scalar(name: str, kind: type, raw: Any) -> Any:
@@ -267,7 +347,7 @@ def canonical_key(key: str) -> str:
 
 
 def apply_overrides(values: dict[str, Any], updates: Mapping[str, Any], ignored: list[str]) -> None:
-    """Merge ``updates`` into ``values`` (key → parsed value), collecting reference-only keys in ``ignored``."""
+    """Merge ``updates`` into ``values`` (parsed), collecting reference-only keys in ``ignored``."""
     for raw_key, raw in updates.items():
         if raw_key in REFERENCE_ONLY:
             ignored.append(raw_key)
@@ -338,8 +418,10 @@ def load_config(
         apply_overrides(values, overrides, ignored)
     if ignored and warn:
         names = ", ".join(dict.fromkeys(ignored))
-        print(f"stnet: warning: ignoring reference-only keys (MindSpore/Ascend/ModelArts settings): {names}",
-              file=sys.stderr)
+        print(
+            f"stnet: warning: ignoring reference-only keys (MindSpore/Ascend/ModelArts settings): {names}",
+            file=sys.stderr,
+        )
     return Config(**values)
 
 

@@ -17,7 +17,6 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -294,7 +293,8 @@ def count_parameters(model: nn.Module, prefixes: Sequence[str] = ()) -> int:
 def summary_table(model: StNet) -> str:
     """Trainable parameters per block, as printed by ``stnet config --model-summary``."""
     blocks = [("stem (conv1, bn1)", ("conv1.", "bn1."))] + [
-        (name, (name + ".",)) for name in ("layer1", "layer2", "temp1", "layer3", "temp2", "layer4", "xception", "fc")
+        (name, (name + ".",))
+        for name in ("layer1", "layer2", "temp1", "layer3", "temp2", "layer4", "xception", "fc")
     ]
     title = (
         f"StNet-R{model.depth} (xception={model.xception_kind}, stem_pool={model.stem_pool}), "

@@ -34,8 +34,15 @@ STNET_PREFIXES = ("temp1.", "temp2.", "xception.")
 HEAD_PREFIX = "fc."
 
 # Entries of a MindSpore training checkpoint that are optimizer or bookkeeping state, not weights.
-_NON_WEIGHT = re.compile(r"^(moments|accum|moment1|moment2|adam_m|adam_v|scale_sense)\.|^(global_step|learning_rate|current_iterator_step|last_overflow_iterator_step|epoch_num|step_num)$")
-_MS_SUFFIX = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+_NON_WEIGHT = re.compile(
+    r"^(moments|accum|moment1|moment2|adam_m|adam_v|scale_sense)\.|^(global_step|learning_rate|current_iterator_step|last_overflow_iterator_step|epoch_num|step_num)$"
+)
+_MS_SUFFIX = {
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
 
 
 class WeightsError(ValueError):
@@ -117,7 +124,10 @@ def _read_raw(path: Path) -> dict[str, object]:
         return _read_torch(path)
     if mindspore_ckpt.is_mindspore_ckpt(path):
         try:
-            return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in mindspore_ckpt.read_ckpt(path).items()}
+            return {
+                k: torch.from_numpy(np.ascontiguousarray(v))
+                for k, v in mindspore_ckpt.read_ckpt(path).items()
+            }
         except mindspore_ckpt.MindSporeCheckpointError as e:
             raise WeightsError(str(e)) from None
     raise WeightsError(
@@ -134,7 +144,8 @@ def _read_torch(path: Path) -> dict[str, object]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise WeightsError(
-            f"{path} could not be loaded safely as PyTorch weights ({type(e).__name__}: {str(e).splitlines()[0]})"
+            f"{path} could not be loaded safely as PyTorch weights "
+            f"({type(e).__name__}: {str(e).splitlines()[0]})"
         ) from None
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict", "model_state"):
@@ -144,7 +155,7 @@ def _read_torch(path: Path) -> dict[str, object]:
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path} does not hold a state dict (found {type(obj).__name__})")
     prefix = "module."  # saved from DistributedDataParallel
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in obj.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in obj.items()}
 
 
 def _stnet_name(name: str) -> str | None:
@@ -202,7 +213,9 @@ def fit_state_dict(
         for k, v in tensors.items()
         if k in target and tuple(v.shape) != tuple(target[k].shape)
     ]
-    fresh_ok = STNET_PREFIXES + (HEAD_PREFIX,) if kind == "resnet" else ((HEAD_PREFIX,) if skip_classifier else ())
+    fresh_ok = (
+        (*STNET_PREFIXES, HEAD_PREFIX) if kind == "resnet" else ((HEAD_PREFIX,) if skip_classifier else ())
+    )
     absent = sorted(k for k in target if k not in tensors)
     missing_required = [k for k in absent if not k.startswith(fresh_ok)]
     problems = []
@@ -211,7 +224,9 @@ def fit_state_dict(
     if extra:
         problems.append(f"{len(extra)} name(s) the model does not have: {_abbrev(extra, 8)}")
     if missing_required:
-        problems.append(f"{len(missing_required)} name(s) missing from the file: {_abbrev(missing_required, 8)}")
+        problems.append(
+            f"{len(missing_required)} name(s) missing from the file: {_abbrev(missing_required, 8)}"
+        )
     if problems:
         arch = getattr(model, "depth", "?")
         hint = _mismatch_hint(mismatched)
@@ -229,7 +244,7 @@ def fit_state_dict(
 
 def _mismatch_hint(mismatched: list[str]) -> str:
     if any(m.startswith("fc.") for m in mismatched):
-        return " (a classifier of another class count: pass skip_classifier=True / --skip_classifier to fine-tune)"
+        return " (a classifier for another number of classes: skip_classifier=True fine-tunes from it)"
     if any(m.startswith("xception.att_conv") for m in mismatched):
         return " (the Xception head differs: try xception='full' for reference checkpoints)"
     if any(m.startswith("conv1.") for m in mismatched):
@@ -237,9 +252,7 @@ def _mismatch_hint(mismatched: list[str]) -> str:
     return ""
 
 
-def load_weights(
-    model: nn.Module, path: str | os.PathLike, *, skip_classifier: bool = False
-) -> LoadReport:
+def load_weights(model: nn.Module, path: str | os.PathLike, *, skip_classifier: bool = False) -> LoadReport:
     """Load ImageNet-ResNet or whole-StNet weights from any supported file into ``model``.
 
     Returns a :class:`LoadReport`; raises :class:`WeightsError` (with names and shapes) if they do not fit.

@@ -1,0 +1,155 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stnet.model import DEPTHS, build_model, count_parameters, summary_table
+
+
+def clip(b=2, t=3, n=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, t, 3 * n, size, size, generator=g)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_every_depth_runs_forward_and_backward(depth):
+    torch.manual_seed(0)
+    model = build_model(num_classes=5, T=3, N=2, depth=depth)
+    x = clip()
+    logits = model(x)
+    assert logits.shape == (2, 5)
+    logits.logsumexp(dim=1).sum().backward()
+    for name in (
+        "conv1.weight",
+        "temp1.conv1.weight",
+        "temp2.conv1.weight",
+        "xception.att_conv.weight",
+        "fc.weight",
+    ):
+        grad = model.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_widths_follow_the_stage_widths():
+    r18 = build_model(depth=18, num_classes=3)
+    assert r18.temp1.conv1.in_channels == 128 and r18.temp2.conv1.in_channels == 256
+    assert r18.xception.att_conv.in_channels == 512 and r18.fc.in_features == 256
+    r50 = build_model(depth=50, num_classes=3)
+    assert r50.temp1.conv1.in_channels == 512 and r50.temp2.conv1.in_channels == 1024
+    assert r50.xception.att_conv.in_channels == 2048 and r50.fc.in_features == 1024
+
+
+def test_parameter_counts_match_the_reference_table():
+    # spec §1.6: whole StNet-R50 at 400 classes, full 48.88 M, depthwise 33.16 M; blocks exactly
+    full = build_model(num_classes=400, xception="full")
+    dw = build_model(num_classes=400, xception="depthwise")
+    assert round(count_parameters(full) / 1e6, 2) == 48.88
+    assert round(count_parameters(dw) / 1e6, 2) == 33.16
+    assert count_parameters(full, ["xception."]) == 20_985_856
+    assert count_parameters(dw, ["xception."]) == 5_266_432
+    assert count_parameters(dw, ["temp1."]) == 787_968
+    assert count_parameters(dw, ["temp2."]) == 3_148_800
+    assert round(count_parameters(build_model(num_classes=101, xception="full")) / 1e6, 2) == 48.57
+    table = summary_table(dw)
+    assert "33,158,864" in table and "(33.16 M)" in table
+
+
+def test_other_T_and_resolution_than_training():
+    torch.manual_seed(0)
+    model = build_model(num_classes=4, T=3, N=2, depth=18).eval()
+    with torch.no_grad():
+        assert model(clip(b=1, t=3, size=48)).shape == (1, 4)
+        assert model(clip(b=1, t=9, size=80)).shape == (1, 4)
+        assert model(clip(b=2, t=1, size=33)).shape == (2, 4)
+
+
+def test_batch_elements_are_independent_in_eval():
+    """Reshapes must never mix videos: each output row depends only on its own clip."""
+    torch.manual_seed(0)
+    model = build_model(num_classes=4, T=4, N=2, depth=18).eval()
+    x = clip(b=3, t=4)
+    with torch.no_grad():
+        together = model(x)
+        alone = torch.cat([model(x[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_segment_order_matters_through_the_temporal_blocks():
+    torch.manual_seed(0)
+    model = build_model(num_classes=4, T=4, N=1, depth=18).eval()
+    x = clip(b=1, t=4, n=1)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(x.flip(1)), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((2, 15, 32, 32), "5-D input"),
+        ((2, 3, 4, 32, 32), "colour-major"),
+        ((2, 7, 12, 32, 32), "12 channels, not 6"),
+        ((7, 6, 32, 32, 1, 1), "5-D input"),
+    ],
+)
+def test_wrong_input_shapes_are_clear_errors(shape, message):
+    model = build_model(num_classes=4, T=3, N=2, depth=18)
+    with pytest.raises(ValueError, match=message):
+        model(torch.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"depth": 20}, "depth must be one of"),
+        ({"xception": "grouped"}, "xception must be"),
+        ({"stem_pool": "tf"}, "stem_pool must be"),
+        ({"T": 0}, "T must be a positive integer"),
+        ({"num_classes": -1}, "num_classes"),
+        ({"dropout": 1.0}, "dropout"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(**kwargs)
+
+
+def test_initialisation_of_new_layers():
+    torch.manual_seed(0)
+    model = build_model(num_classes=10, depth=18)
+    bound_fc = 1 / math.sqrt(256)
+    assert model.fc.weight.abs().max() <= bound_fc and model.fc.weight.abs().max() > 0.9 * bound_fc
+    assert torch.all(model.fc.bias == 0)
+    conv = model.temp1.conv1  # He-uniform, fan_in = C_in * 3
+    bound = math.sqrt(6 / (conv.in_channels * 3))
+    assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.99 * bound
+    assert torch.all(conv.bias == 0)
+    att = model.xception.att_2
+    assert att.weight.abs().max() <= math.sqrt(6 / att.in_channels) and torch.all(att.bias == 0)
+    for bn in (model.temp2.bn1, model.xception.bn3, model.layer1[0].bn1):
+        assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+        assert torch.all(bn.running_mean == 0) and torch.all(bn.running_var == 1)
+
+
+def test_forward_features_and_head_compose_to_forward():
+    torch.manual_seed(0)
+    model = build_model(num_classes=6, T=3, N=2, depth=18, dropout=0.5).eval()
+    x = clip(b=2, t=3)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape == (2, 512, 3)
+        emb = model.forward_head(feats, pre_logits=True)
+        assert emb.shape == (2, 256)
+        torch.testing.assert_close(model.forward_head(feats), model(x))
+        torch.testing.assert_close(model.fc(emb), model(x))
+
+
+def test_same_stem_pool_pads_after_not_before():
+    """TF 'same' max-pool of an even map: windows start at 0, so the last row/column pads with -inf."""
+    model = build_model(num_classes=2, depth=18, stem_pool="same")
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    out = model._stem_pool(x)
+    # windows rows {0,1,2} and {2,3,pad} → maxima at rows 2 and 3
+    np.testing.assert_array_equal(out[0, 0].numpy(), [[10, 11], [14, 15]])
+    sym = build_model(num_classes=2, depth=18)._stem_pool(x)
+    np.testing.assert_array_equal(sym[0, 0].numpy(), [[5, 7], [13, 15]])
