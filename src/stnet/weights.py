@@ -195,7 +195,7 @@ def fit_state_dict(
     """Check ``tensors`` against ``model`` and return what to load plus the report; raise on any misfit."""
     kind = source_kind(tensors)
     report = LoadReport(path=path, kind=kind)
-    target = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    target = model.state_dict()
     tensors = dict(tensors)
     if kind == "resnet" or skip_classifier:
         report.skipped += sorted(k for k in tensors if k.startswith(HEAD_PREFIX))
@@ -206,8 +206,7 @@ def fit_state_dict(
         tensors["conv1.weight"] = inflate_conv1(conv1, want[1] // 3)
         report.inflated.append("conv1.weight")
 
-    ignored_extra = [k for k in tensors if k.endswith("num_batches_tracked")]
-    extra = sorted(k for k in tensors if k not in target and k not in ignored_extra)
+    extra = sorted(k for k in tensors if k not in target)
     mismatched = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}"
         for k, v in tensors.items()
@@ -216,7 +215,8 @@ def fit_state_dict(
     fresh_ok = (
         (*STNET_PREFIXES, HEAD_PREFIX) if kind == "resnet" else ((HEAD_PREFIX,) if skip_classifier else ())
     )
-    absent = sorted(k for k in target if k not in tensors)
+    # BatchNorm step counters are bookkeeping: loaded when present, never required
+    absent = sorted(k for k in target if k not in tensors and not k.endswith("num_batches_tracked"))
     missing_required = [k for k in absent if not k.startswith(fresh_ok)]
     problems = []
     if mismatched:
@@ -236,7 +236,6 @@ def fit_state_dict(
             + hint
         )
     report.loaded = sorted(k for k in tensors if k in target and k not in report.inflated)
-    report.skipped += sorted(ignored_extra)
     report.missing = absent
     fitted = {k: v.to(dtype=target[k].dtype) for k, v in tensors.items() if k in target}
     return fitted, report
