@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# Until `stnet demo` exists: the most complete path there is (config → model → a timed training step).
 demo: $(STAMP)
-	$(BIN)/stnet demo
+	$(BIN)/stnet version
+	$(BIN)/stnet config --config ucf101 --model-summary
+	$(BIN)/stnet check --config ucf101 --batch 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
