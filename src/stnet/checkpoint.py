@@ -1,0 +1,101 @@
+"""Training checkpoints: everything needed to continue a run exactly, written atomically.
+
+A checkpoint holds the model, optimizer and AMP scaler states, the epoch and step reached, the best
+validation top-1, every random-number generator's state and the resolved config. It is a plain
+``torch.save`` of tensors, numbers, strings and containers, so it loads with ``weights_only=True``
+(no code runs on load).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stnet.fileio import atomic_path
+
+FORMAT = "stnet-checkpoint-1"
+_PERIODIC = re.compile(r"^stnet-(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not belong to this run."""
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of Python's, NumPy's and torch's generators, in weights-only-loadable types."""
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(mt), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` (see module doc) to ``path`` atomically: temp file, fsync, rename."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint written by :func:`save_checkpoint` (no code runs on load)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable stnet checkpoint ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an stnet training checkpoint (to start from weights only, use --finetune)"
+        )
+    return state
+
+
+class CheckpointDir:
+    """``last.pt``, ``best.pt`` and periodic ``stnet-<epoch>.pt`` files, the newest ``keep`` of them kept."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int):
+        self.dir = Path(directory)
+        self.keep = keep
+
+    @property
+    def last(self) -> Path:
+        return self.dir / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.dir / "best.pt"
+
+    def periodic(self) -> list[Path]:
+        """Periodic checkpoints, oldest first."""
+        found = [(int(m.group(1)), p) for p in self.dir.glob("stnet-*.pt") if (m := _PERIODIC.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def save_periodic(self, epoch: int, state: dict[str, Any]) -> Path:
+        path = self.dir / f"stnet-{epoch:04d}.pt"
+        save_checkpoint(path, state)
+        for old in self.periodic()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path

@@ -1,0 +1,598 @@
+"""Training and evaluation loops: one epoch of SGD, one pass of evaluation, and the run that ties them.
+
+Read top to bottom: :func:`fit` sets up the model, optimiser and checkpoints, then alternates
+:func:`train_one_epoch` and :func:`evaluate`. Everything that varies between runs comes from the
+:class:`~stnet.config.Config`; the datasets come in already built (see :mod:`stnet.datasets`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from stnet.checkpoint import (
+    CheckpointDir,
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from stnet.config import Config
+from stnet.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
+from stnet.metrics import EvalResult, ScoreAccumulator
+from stnet.model import build_model
+from stnet.optim import base_lr, build_optimizer, lr_at, set_lr
+from stnet.weights import load_weights
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue; the message says why and what to do."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Precision and determinism
+# ----------------------------------------------------------------------------------------------------
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None means plain fp32.
+
+    ``auto`` picks bf16 where the hardware computes it natively (CPUs with AVX-512 BF16 or AMX, CUDA
+    Ampere and newer), fp16 on older GPUs, and fp32 on other CPUs.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return torch.bfloat16 if native else None
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+# ----------------------------------------------------------------------------------------------------
+# Progress output
+# ----------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A tqdm bar on a terminal; plain periodic lines otherwise (CI logs, files)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool, interval_s: float = 30.0):
+        self.total, self.desc, self.enabled, self.interval_s = total, desc, enabled, interval_s
+        self.bar = None
+        self.count = 0
+        self.last_print = time.monotonic()
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+
+    def update(self, **metrics: float) -> None:
+        self.count += 1
+        if not self.enabled:
+            return
+        text = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+        elif time.monotonic() - self.last_print >= self.interval_s or self.count == self.total:
+            self.last_print = time.monotonic()
+            print(f"{self.desc} [{self.count}/{self.total}] {text}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------------------------------
+# One epoch of training, one pass of evaluation
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    top1: float
+    clips: int
+    seconds: float
+    data_wait: float  # fraction of the epoch spent waiting for the next batch
+    lrs: list[float]  # the lr of every optimizer step
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / max(self.seconds, 1e-9)
+
+
+def _timed(loader: Iterable) -> Iterator[tuple[float, Any]]:
+    """Yield ``(seconds waited for the item, item)``."""
+    it = iter(loader)
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        yield time.perf_counter() - start, item
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    cfg: Config,
+    *,
+    epoch: int,
+    lr: float,
+    device: torch.device,
+    dist: DistInfo,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    on_step: Callable[[int, float, float], None] | None = None,
+) -> EpochStats:
+    """One pass over ``loader``; the lr follows the schedule at every optimizer step."""
+    model.train()
+    steps = len(loader) // cfg.accumulate_steps
+    progress = Progress(steps, f"epoch {epoch + 1}/{cfg.num_epochs}", dist.is_main)
+    loss_sum = correct = clips = 0.0
+    waited = 0.0
+    lrs: list[float] = []
+    start = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    for i, (wait, (x, y)) in enumerate(_timed(loader)):
+        step_in_epoch = i // cfg.accumulate_steps
+        if step_in_epoch >= steps:
+            break  # a trailing incomplete accumulation group is dropped like an incomplete batch
+        waited += wait
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        final_micro = (i + 1) % cfg.accumulate_steps == 0
+        sync = contextlib.nullcontext() if final_micro or not dist.enabled else model.no_sync()
+        with (
+            sync,
+            torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
+        ):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; "
+                "lower --lr, or use --precision fp32"
+            )
+        with sync:
+            (scaler.scale(loss / cfg.accumulate_steps) if scaler else loss / cfg.accumulate_steps).backward()
+        if final_micro:
+            current_lr = lr_at(cfg, lr, epoch, step_in_epoch, steps)
+            lrs.append(current_lr)
+            set_lr(optimizer, current_lr)
+            if scaler:
+                scaler.unscale_(optimizer)
+            if cfg.clip_grad_norm > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if on_step is not None:
+                on_step(step_in_epoch, loss.item(), current_lr)
+        n = y.shape[0]
+        loss_sum += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        clips += n
+        if final_micro:
+            progress.update(loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
+    progress.close()
+    seconds = time.perf_counter() - start
+    loss_sum, correct, clips, waited = all_reduce_sum([loss_sum, correct, clips, waited], dist, device)
+    if clips == 0:
+        raise TrainingError("the training split has fewer clips than one batch; lower --batch_size")
+    return EpochStats(
+        loss_sum / clips, correct / clips, int(clips), seconds, waited / dist.world_size / seconds, lrs
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    device: torch.device,
+    dist: DistInfo,
+    amp_dtype: torch.dtype | None = None,
+    desc: str = "eval",
+) -> EvalResult:
+    """Scores for every video of ``loader`` (items ``(video_index, clip_or_views, label)``), softmax-averaged
+    over each video's views, gathered over all processes so every rank returns the same result."""
+    model.eval()
+    acc = ScoreAccumulator()
+    progress = Progress(len(loader), desc, dist.is_main)
+    for index, x, y in loader:
+        if x.ndim == 5:  # one view per video
+            x = x.unsqueeze(1)
+        b, v = x.shape[:2]
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(x.flatten(0, 1).to(device, non_blocking=True)).float().cpu()
+        logits = logits.view(b, v, -1)
+        for view in range(v):
+            acc.add(index.tolist(), logits[:, view], y, view_ids=[view] * b)
+        progress.update()
+    progress.close()
+    if dist.enabled:
+        merged = ScoreAccumulator()
+        for state in all_gather_objects(acc.state(), dist):
+            merged.merge(ScoreAccumulator.from_state(state))
+        acc = merged
+    return acc.result(average="softmax")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data loaders
+# ----------------------------------------------------------------------------------------------------
+
+
+class Indexed(Dataset):
+    """Items ``(index, *item)``: evaluation needs to know which video each score belongs to."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple:
+        return (index, *self.dataset[index])
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed Python's and NumPy's generators in a loader worker from its torch seed (which the loader
+    derives from the epoch's generator), so augmentation is reproducible for any worker count."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    cfg: Config,
+    dist: DistInfo,
+    device: torch.device,
+    *,
+    train: bool,
+    epoch: int = 0,
+    batch_size: int | None = None,
+) -> DataLoader:
+    """A DataLoader for one epoch.
+
+    Training: shuffled by ``(seed, epoch)`` and split over processes (DistributedSampler), incomplete last
+    batch dropped. Evaluation: every video exactly once over all processes (rank r takes r, r+W, ...,
+    no padding), nothing dropped, items carry their index.
+    """
+    from torch.utils.data import DistributedSampler
+
+    if train:
+        sampler: Any = DistributedSampler(
+            dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed
+        )
+        sampler.set_epoch(epoch)
+    else:
+        dataset = Indexed(dataset)
+        sampler = list(range(dist.rank, len(dataset), dist.world_size))
+    epoch_seed = cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank
+    if cfg.workers == 0 and hasattr(dataset, "reseed"):
+        dataset.reseed(epoch_seed)  # loader workers are reseeded from the generator instead
+    generator = torch.Generator().manual_seed(epoch_seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size or cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        drop_last=train,
+        worker_init_fn=_seed_worker,
+        generator=generator,
+        persistent_workers=False,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunDirs:
+    """Where a run writes: everything under ``output_dir`` unless the reference keys say otherwise."""
+
+    out: Path
+    checkpoints: Path
+    tensorboard: Path
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> RunDirs:
+        out = Path(cfg.output_dir)
+        return cls(
+            out,
+            Path(cfg.checkpoint_path) if cfg.checkpoint_path else out / "checkpoints",
+            Path(cfg.summary_dir) if cfg.summary_dir else out / "tensorboard",
+        )
+
+    @property
+    def metrics(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    best_top1: float = -1.0
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def should_evaluate(cfg: Config, epoch: int) -> bool:
+    """Evaluate after 1-based ``epoch``: from eval_start_epoch every eval_interval epochs, and the last."""
+    if not cfg.run_eval:
+        return False
+    periodic = epoch >= cfg.eval_start_epoch and (epoch - cfg.eval_start_epoch) % cfg.eval_interval == 0
+    return periodic or epoch == cfg.num_epochs
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _load_initial_weights(model: nn.Module, cfg: Config, log: Callable[[str], None]) -> None:
+    if cfg.pre_res50:
+        log(load_weights(model, cfg.pre_res50).summary())
+    if cfg.finetune:
+        from stnet.weights import read_weights
+
+        tensors, _ = read_weights(cfg.finetune)
+        fc = tensors.get("fc.weight")
+        skip = fc is not None and tuple(fc.shape) != tuple(_unwrap(model).fc.weight.shape)
+        if skip:
+            log(
+                f"finetune: the classifier of {cfg.finetune} has {fc.shape[0]} classes, this run "
+                f"{cfg.class_num}: it starts fresh"
+            )
+        log(load_weights(model, cfg.finetune, skip_classifier=skip).summary())
+
+
+def _resume_path(cfg: Config, dirs: RunDirs) -> Path | None:
+    if not cfg.resume:
+        return None
+    if cfg.resume == "auto":
+        return dirs.checkpoints / "last.pt" if (dirs.checkpoints / "last.pt").is_file() else None
+    return Path(cfg.resume)
+
+
+def _restore(state: dict, model: nn.Module, optimizer, scaler, cfg: Config) -> RunState:
+    saved = state["config"]
+    model_keys = ("depth", "class_num", "T", "N", "xception", "stem_pool")
+    diff = [f"{k} {saved.get(k)} → {getattr(cfg, k)}" for k in model_keys if saved.get(k) != getattr(cfg, k)]
+    if diff:
+        raise CheckpointError(
+            "the checkpoint was trained with another model (" + ", ".join(diff) + "); "
+            "use --finetune to start from its weights instead"
+        )
+    _unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return RunState(
+        state["epoch"], state["step"], state["best_top1"], state["best_epoch"], list(state["history"])
+    )
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    from stnet.fileio import atomic_write_bytes
+
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in history).encode())
+
+
+def fit(
+    cfg: Config,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    class_names: list[str],
+    *,
+    dist: DistInfo | None = None,
+    log: Callable[[str], None] = print,
+) -> RunState:
+    """Train ``cfg.num_epochs`` epochs (continuing a resumed run), evaluating and checkpointing as
+    configured. Returns the final :class:`RunState`."""
+    from stnet.distributed import process_device
+    from stnet.runtime import resolve_device
+
+    dist = dist or DistInfo()
+    device = process_device(resolve_device(cfg.device), dist)
+    say = log if dist.is_main else (lambda _msg: None)
+    dirs = RunDirs.from_config(cfg)
+    seed_everything(cfg.seed, cfg.deterministic)
+
+    model = build_model(**cfg.model_kwargs())
+    _load_initial_weights(model, cfg, say)
+    if dist.enabled and cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    amp_dtype = autocast_dtype(cfg.precision, device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    if dist.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    lr = base_lr(cfg, dist.world_size)
+    optimizer = build_optimizer(model, cfg, lr)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+
+    run = RunState()
+    resume = _resume_path(cfg, dirs)
+    if resume is not None:
+        run = _restore(load_checkpoint(resume), model, optimizer, scaler, cfg)
+        say(f"resumed from {resume}: {run.epoch} epochs done, best top-1 {max(run.best_top1, 0):.4f}")
+    if run.epoch >= cfg.num_epochs:
+        say(f"nothing to do: {run.epoch} of {cfg.num_epochs} epochs are done")
+        return run
+
+    writer = None
+    if dist.is_main:
+        dirs.out.mkdir(parents=True, exist_ok=True)
+        (dirs.out / "config.yaml").write_text(cfg.to_yaml())
+        _write_history(dirs.metrics, run.history)
+        writer = _tensorboard(dirs.tensorboard)
+    ckpts = CheckpointDir(dirs.checkpoints, cfg.keep_checkpoint_max)
+    say(
+        f"training StNet-R{cfg.depth} on {len(train_set)} clips ({len(class_names)} classes) on {device}"  # type: ignore[arg-type]
+        f"{f' × {dist.world_size} processes' if dist.enabled else ''}, precision "
+        f"{str(amp_dtype).removeprefix('torch.') if amp_dtype else 'fp32'}, "
+        f"{len(train_set) // (cfg.batch_size * dist.world_size)} steps/epoch, lr {lr:g}"  # type: ignore[arg-type]
+    )
+    started = time.perf_counter()
+    for epoch in range(run.epoch, cfg.num_epochs):
+        loader = make_loader(train_set, cfg, dist, device, train=True, epoch=epoch)
+
+        def on_step(_i: int, loss: float, current_lr: float) -> None:
+            run.step += 1
+            if writer is not None:
+                writer.add_scalar("train/loss_step", loss, run.step)
+                writer.add_scalar("train/lr", current_lr, run.step)
+
+        stats = train_one_epoch(
+            model,
+            loader,
+            optimizer,
+            cfg,
+            epoch=epoch,
+            lr=lr,
+            device=device,
+            dist=dist,
+            scaler=scaler,
+            amp_dtype=amp_dtype,
+            on_step=on_step,
+        )
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": run.step,
+            "lr": stats.lrs[0] if stats.lrs else 0.0,
+            "train_loss": stats.loss,
+            "train_top1": stats.top1,
+            "clips_per_s": stats.clips_per_s,
+            "data_wait": stats.data_wait,
+            "epoch_seconds": stats.seconds,
+        }
+        improved = False
+        if val_set is not None and should_evaluate(cfg, epoch + 1):
+            result = evaluate(
+                model,
+                make_loader(val_set, cfg, dist, device, train=False),
+                device=device,
+                dist=dist,
+                amp_dtype=amp_dtype,
+                desc=f"val {epoch + 1}",
+            )
+            record.update(
+                val_top1=result.top1,
+                val_top5=result.top5,
+                val_mean_class=result.mean_class_accuracy,
+                val_videos=result.num_videos,
+            )
+            improved = result.top1 >= run.best_top1  # ties update, as the reference
+            if improved:
+                run.best_top1, run.best_epoch = result.top1, epoch + 1
+        run.epoch = epoch + 1
+        run.history.append(record)
+        if dist.is_main:
+            _save(cfg, ckpts, run, model, optimizer, scaler, improved)
+            _write_history(dirs.metrics, run.history)
+            _log_epoch(writer, record, say)
+        barrier(dist)
+    if dist.is_main:
+        _finish(dirs, run, writer, time.perf_counter() - started, say)
+    return run
+
+
+def _tensorboard(directory: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a broken install should not stop training
+        return None
+    return SummaryWriter(str(directory))
+
+
+def _save(cfg: Config, ckpts: CheckpointDir, run: RunState, model, optimizer, scaler, improved: bool) -> None:
+    state = {
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "epoch": run.epoch,
+        "step": run.step,
+        "best_top1": run.best_top1,
+        "best_epoch": run.best_epoch,
+        "history": run.history,
+        "rng": rng_state(),
+        "config": cfg.to_dict(),
+    }
+    save_checkpoint(ckpts.last, state)
+    if cfg.save_checkpoint and run.epoch % cfg.save_checkpoint_epochs == 0:
+        ckpts.save_periodic(run.epoch, state)
+    if improved and cfg.save_best_ckpt:
+        save_checkpoint(ckpts.best, state)
+
+
+def _log_epoch(writer, record: dict, say: Callable[[str], None]) -> None:
+    line = (
+        f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, train top-1 {record['train_top1']:.4f}, "
+        f"lr {record['lr']:.3g}, {record['clips_per_s']:.1f} clips/s, data wait {record['data_wait']:.1%}"
+    )
+    if "val_top1" in record:
+        line += f" | val top-1 {record['val_top1']:.4f}, top-5 {record['val_top5']:.4f}"
+    say(line)
+    if writer is not None:
+        for key, value in record.items():
+            if key not in ("epoch", "step"):
+                writer.add_scalar(f"epoch/{key}", value, record["epoch"])
+        writer.flush()
+
+
+def _finish(dirs: RunDirs, run: RunState, writer, seconds: float, say: Callable[[str], None]) -> None:
+    from stnet.plots import plot_curves
+
+    if writer is not None:
+        writer.close()
+    plot_curves(run.history, dirs.out / "curves.png")
+    minutes, secs = divmod(int(seconds), 60)
+    say(f"Finished training. Time taken: {minutes} min {secs} sec")
+    if run.best_top1 >= 0:
+        say(f"best val top-1 {run.best_top1:.4f} at epoch {run.best_epoch} ({dirs.checkpoints / 'best.pt'})")
