@@ -71,16 +71,16 @@ def quiet(_msg):
 
 
 def test_training_learns_an_easy_task_and_writes_its_outputs(tmp_path):
-    cfg = tiny_config(tmp_path, num_epochs=4, lr_milestones=[3], lr=0.01)
+    cfg = tiny_config(tmp_path, num_epochs=6, lr_milestones=[4], lr=0.01, channels_last=True)
     run = fit(cfg, ColourClips(24, 0), ColourClips(9, 1), CLASSES, log=quiet)
-    assert run.epoch == 4 and run.step == 4 * 6
+    assert run.epoch == 6 and run.step == 6 * 6
     assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
     assert run.best_top1 >= 0.9 and run.history[-1]["val_videos"] == 9
     out = tmp_path / "run"
     for name in ("metrics.jsonl", "curves.png", "config.yaml", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (out / name).is_file(), name
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4, 5, 6]
     assert list((out / "tensorboard").iterdir()), "TensorBoard events are written"
     state = load_checkpoint(out / "checkpoints" / "best.pt")
     assert state["epoch"] == run.best_epoch and state["best_top1"] == run.best_top1
@@ -178,3 +178,14 @@ def test_eval_epochs():
     assert [e for e in range(1, 91) if should_evaluate(cfg, e)] == [40, 50, 60, 70, 80, 90]
     cfg = load_config(None, {"num_epochs": 25, "eval_start_epoch": 10, "eval_interval": 10})
     assert [e for e in range(1, 26) if should_evaluate(cfg, e)] == [10, 20, 25]
+
+
+def test_bf16_autocast_trains_and_keeps_batchnorm_statistics_fp32(tmp_path):
+    lines = []
+    cfg = tiny_config(tmp_path, num_epochs=1, precision="bf16", channels_last=True, run_eval=False)
+    fit(cfg, ColourClips(8, 0), None, CLASSES, log=lines.append)
+    assert "precision bfloat16" in lines[0]
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["model"]["bn1.running_var"].dtype == torch.float32
+    assert state["model"]["conv1.weight"].dtype == torch.float32
+    assert torch.isfinite(torch.tensor(state["history"][0]["train_loss"]))

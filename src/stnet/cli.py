@@ -14,8 +14,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from stnet import __version__
+from stnet.checkpoint import CheckpointError
 from stnet.config import Config, ConfigError, load_config
+from stnet.engine import TrainingError
+from stnet.metrics import MetricsError
 from stnet.runtime import DeviceError
+from stnet.video import DataError
 from stnet.weights import WeightsError
 
 CONFIG_HELP = "config YAML: a path or a built-in name (ucf101, kinetics400); then any --key value overrides"
@@ -104,6 +108,57 @@ def cmd_check(args: argparse.Namespace, rest: Sequence[str]) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    from stnet.datasets import build_dataset
+    from stnet.distributed import init_distributed, shutdown
+    from stnet.engine import fit
+    from stnet.runtime import resolve_device
+
+    cfg = _config_from(args, rest)
+    train_set = build_dataset(cfg, "train")
+    val_set = build_dataset(cfg, "val") if cfg.run_eval else None
+    dist = init_distributed(resolve_device(cfg.device))
+    try:
+        classes = train_set.classes or [str(i) for i in range(cfg.class_num)]
+        fit(cfg, train_set, val_set, classes, dist=dist)
+    finally:
+        shutdown(dist)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    import json
+
+    from stnet.distributed import init_distributed, shutdown
+    from stnet.evaluation import run_eval
+    from stnet.runtime import resolve_device
+
+    cfg = _config_from(args, rest)
+    dist = init_distributed(resolve_device(cfg.device))
+    try:
+        outputs = run_eval(
+            cfg,
+            args.checkpoint,
+            split=args.split,
+            clips=args.clips,
+            crops=args.crops,
+            out_dir=args.out,
+            dist=dist,
+        )
+    finally:
+        shutdown(dist)
+    if not dist.is_main:
+        return 0
+    result = outputs.result
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "split": args.split, **result.to_json()}))
+    else:
+        print(result.summary_line())
+        print(result.reference_line(args.checkpoint))
+        print(f"reports in {outputs.out_dir}: per_class.csv, confusion.png, scores.npz, eval.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stnet",
@@ -145,6 +200,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
+        "train",
+        help="train StNet on a prepared dataset (torchrun -m stnet train ... for several processes)",
+        description="Train on --dataset_path (a folder from `stnet prepare`, or the reference's Kinetics "
+        "pkl / UCF101 frame layouts). Checkpoints, metrics.jsonl, TensorBoard logs and curves.png go to "
+        "--output_dir. Every config key is a --key value flag.",
+    )
+    p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a split: top-1/top-5/mean-class, per-class CSV, confusion matrix",
+        description="Evaluate a checkpoint (stnet training checkpoint, stnet/safetensors weights, or a "
+        "reference MindSpore StNet .ckpt with --xception full --stem_pool same) on every video of a split. "
+        "Scores are softmax-averaged over the clips x crops views of each video.",
+    )
+    p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
+    p.add_argument("--checkpoint", "--resume", dest="checkpoint", required=True, help="checkpoint or weights")
+    p.add_argument("--split", choices=("train", "val"), default="val", help="split to evaluate (default val)")
+    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
+    p.add_argument(
+        "--crops", type=int, choices=(1, 3, 10), default=1, help="spatial crops per clip (default 1)"
+    )
+    p.add_argument("--out", default=None, help="report directory (default: beside the checkpoint)")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
         "check",
         help="check the installation: build the configured model and time a training step",
         description="Build the model of the config, optionally load weights into it, and run a forward and "
@@ -169,7 +252,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"stnet: error: {e}", file=sys.stderr)
         return 2
-    except (UserError, WeightsError, DeviceError, FileNotFoundError) as e:
+    except (
+        UserError,
+        WeightsError,
+        DeviceError,
+        DataError,
+        CheckpointError,
+        TrainingError,
+        MetricsError,
+        FileNotFoundError,
+    ) as e:
         print(f"stnet: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from stnet.checkpoint import (
     CheckpointDir,
@@ -33,10 +34,12 @@ from stnet.checkpoint import (
     set_rng_state,
 )
 from stnet.config import Config
+from stnet.datasets import ShardSampler, seed_worker
 from stnet.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from stnet.metrics import EvalResult, ScoreAccumulator
-from stnet.model import build_model
+from stnet.model import build_model, to_channels_last
 from stnet.optim import base_lr, build_optimizer, lr_at, set_lr
+from stnet.video import DataError
 from stnet.weights import load_weights
 
 
@@ -235,8 +238,13 @@ def evaluate(
     over each video's views, gathered over all processes so every rank returns the same result."""
     model.eval()
     acc = ScoreAccumulator()
+    unreadable: list[int] = []
     progress = Progress(len(loader), desc, dist.is_main)
-    for index, x, y in loader:
+    for index, x, y, bad in loader:
+        unreadable += bad
+        if x is None:
+            progress.update()
+            continue
         if x.ndim == 5:  # one view per video
             x = x.unsqueeze(1)
         b, v = x.shape[:2]
@@ -248,11 +256,16 @@ def evaluate(
         progress.update()
     progress.close()
     if dist.enabled:
-        merged = ScoreAccumulator()
-        for state in all_gather_objects(acc.state(), dist):
-            merged.merge(ScoreAccumulator.from_state(state))
-        acc = merged
-    return acc.result(average="softmax")
+        gathered = all_gather_objects((acc.state(), unreadable), dist)
+        acc = ScoreAccumulator.from_state(gathered[0][0])
+        for state, _ in gathered[1:]:
+            acc.merge(ScoreAccumulator.from_state(state))
+        unreadable = sorted(i for _, bad in gathered for i in bad)
+    if acc.num_videos == 0:
+        raise TrainingError(f"none of the {len(unreadable)} videos to evaluate could be read")
+    result = acc.result(average="softmax")
+    result.unreadable = len(unreadable)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -261,7 +274,8 @@ def evaluate(
 
 
 class Indexed(Dataset):
-    """Items ``(index, *item)``: evaluation needs to know which video each score belongs to."""
+    """Items ``(index, clip_or_views, label)`` for evaluation, which must know which video each score
+    belongs to; a video that cannot be read becomes ``(index, None, -1)`` and is counted, not fatal."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -270,15 +284,22 @@ class Indexed(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple:
-        return (index, *self.dataset[index])
+        try:
+            clip, label = self.dataset[index]
+        except (DataError, OSError) as e:
+            warnings.warn(f"unreadable, left out of evaluation: {e}", stacklevel=2)
+            return index, None, -1
+        return index, clip, label
 
 
-def _seed_worker(worker_id: int) -> None:
-    """Seed Python's and NumPy's generators in a loader worker from its torch seed (which the loader
-    derives from the epoch's generator), so augmentation is reproducible for any worker count."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
+def collate_eval(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
+    """Batch the readable items; return ``(indices, clips or None, labels, unreadable indices)``."""
+    good = [it for it in items if it[1] is not None]
+    bad = [it[0] for it in items if it[1] is None]
+    if not good:
+        return torch.empty(0, dtype=torch.long), None, torch.empty(0, dtype=torch.long), bad
+    index, clips, labels = default_collate(good)
+    return index, clips, labels, bad
 
 
 def make_loader(
@@ -297,8 +318,6 @@ def make_loader(
     batch dropped. Evaluation: every video exactly once over all processes (rank r takes r, r+W, ...,
     no padding), nothing dropped, items carry their index.
     """
-    from torch.utils.data import DistributedSampler
-
     if train:
         sampler: Any = DistributedSampler(
             dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed
@@ -306,7 +325,7 @@ def make_loader(
         sampler.set_epoch(epoch)
     else:
         dataset = Indexed(dataset)
-        sampler = list(range(dist.rank, len(dataset), dist.world_size))
+        sampler = ShardSampler(len(dataset), dist.world_size, dist.rank)
     epoch_seed = cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank
     if cfg.workers == 0 and hasattr(dataset, "reseed"):
         dataset.reseed(epoch_seed)  # loader workers are reseeded from the generator instead
@@ -318,9 +337,12 @@ def make_loader(
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
         drop_last=train,
-        worker_init_fn=_seed_worker,
+        worker_init_fn=seed_worker,
         generator=generator,
+        # fresh workers each epoch, seeded from (seed, epoch, rank): a resumed run then draws exactly
+        # the augmentations an uninterrupted one would have
         persistent_workers=False,
+        collate_fn=None if train else collate_eval,
     )
 
 
@@ -447,8 +469,9 @@ def fit(
     if dist.enabled and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     amp_dtype = autocast_dtype(cfg.precision, device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
+    model = model.to(device)
+    if cfg.channels_last:
+        to_channels_last(model)
     if dist.enabled:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None

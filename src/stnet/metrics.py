@@ -122,6 +122,7 @@ class EvalResult:
     video_ids: np.ndarray
     num_views: np.ndarray
     average: str = "softmax"
+    unreadable: int = 0  # videos that could not be read and so were not evaluated
 
     @classmethod
     def from_scores(
@@ -187,6 +188,7 @@ class EvalResult:
             f"top1 {100 * self.top1:.2f}% top5 {100 * self.top5:.2f}% "
             f"mean-class {100 * self.mean_class_accuracy:.2f}% "
             f"over {self.num_videos} videos ({self._views_text()})"
+            + (f"; {self.unreadable} unreadable videos left out" if self.unreadable else "")
         )
 
     def reference_line(self, ckpt: str | os.PathLike) -> str:
@@ -197,6 +199,7 @@ class EvalResult:
         """The metrics as JSON-able values (no scores); classes without videos have accuracy ``None``."""
         return {
             "num_videos": self.num_videos,
+            "unreadable_videos": self.unreadable,
             "num_classes": self.num_classes,
             "top1": self.top1,
             "top5": self.top5,

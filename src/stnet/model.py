@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -305,3 +306,16 @@ def summary_table(model: StNet) -> str:
     total = count_parameters(model)
     rows.append(f"{'total':<20}{total:>14,}  ({total / 1e6:.2f} M)")
     return "\n".join(rows)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Store 2D conv weights channels-last (and the temporal Conv3d weights channels-last-3d), in place.
+
+    ``model.to(memory_format=torch.channels_last)`` cannot do this: it refuses StNet's 5-D weights.
+    """
+    for p in model.parameters():
+        if p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+        elif p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+    return model

@@ -1,0 +1,142 @@
+"""Data-pipeline throughput: clips/s per worker from the clip store and from raw videos, and prepare speed.
+
+    .venv/bin/python benchmarks/data.py            # about a minute on 2 cores
+    .venv/bin/python benchmarks/data.py --quick    # a smoke run
+
+Everything runs in one process with one torch thread, i.e. what one DataLoader worker does. Videos are
+synthetic but video-like (smooth gradients, a moving disc, mild noise) at UCF101's 320×240, 25 fps, so
+JPEG and H.264 sizes are realistic. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from stnet import prepare
+from stnet.clipstore import ClipReader
+from stnet.datasets import ClipSpec, Sample, VideoClipDataset
+
+
+def synthetic_frames(count: int, width: int = 320, height: int = 240, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([xx / width * 200, yy / height * 200, (xx + yy) / (width + height) * 255], axis=-1)
+    frames = []
+    for i in range(count):
+        cx, cy = (40 + 5 * i) % width, height / 2 + 60 * np.sin(i / 10)
+        disc = ((xx - cx) ** 2 + (yy - cy) ** 2 < 30**2)[..., None] * np.array([200.0, -80.0, -80.0])
+        noise = rng.normal(0, 6, (height, width, 1))
+        frames.append(np.clip(base + disc + noise, 0, 255).astype(np.uint8))
+    return frames
+
+
+def encode(path: Path, frames: list[np.ndarray], codec: str) -> Path:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "23", "preset": "fast", "g": "250"}
+        else:
+            stream.bit_rate = 1_000_000
+            stream.codec_context.time_base = Fraction(1, 25)
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def run_prepare(src: Path, out: Path, short_side: int, workers: int) -> float:
+    """Seconds ``stnet prepare list --folders`` takes on ``src``."""
+    argv = ["list", "--root", str(src), "--folders", "--out", str(out), "--short-side", str(short_side)]
+    start = time.perf_counter()
+    code = prepare.main([*argv, "--workers", str(workers), "--quiet"])
+    if code != 0:
+        raise RuntimeError("prepare failed")
+    return time.perf_counter() - start
+
+
+def per_call_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer videos and repeats")
+    parser.add_argument("--frames", type=int, default=180, help="frames per video (UCF101 averages ~186)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    repeats = 5 if args.quick else 40
+    n_videos = 3 if args.quick else 12
+    rows: list[tuple[str, str, str]] = []
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        frames = synthetic_frames(args.frames)
+        src = root / "src"
+        for i in range(n_videos):
+            (src / "train" / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+            encode(src / "train" / f"c{i % 3}" / f"v{i}.avi", frames, "mpeg4")
+        mp4 = encode(root / "video.mp4", frames, "libx264")
+        avi = src / "train" / "c0" / "v0.avi"
+
+        # prepare throughput (UCF-like: MPEG-4 AVI 320x240 -> short side 128)
+        for workers in (1, 2):
+            seconds = run_prepare(src, root / f"prep{workers}", 128, workers)
+            what = f"prepare, {args.frames}-frame 320×240 AVI → short side 128, {workers} worker(s)"
+            rate = n_videos / seconds
+            rows.append((what, f"{rate:.1f} videos/s", f"{rate * args.frames:.0f} frames/s"))
+        out256 = root / "prep256"
+        run_prepare(src, out256, 256, 2)
+
+        store128 = next((root / "prep1" / "clips").rglob("*.stclip"))
+        store256 = next((out256 / "clips").rglob("*.stclip"))
+        size_kb = store128.stat().st_size / 1024 / args.frames
+        with ClipReader(store128) as reader:
+            w, h = reader.info.width, reader.info.height
+
+        ucf, kinetics = ClipSpec("ucf101", 7, 5, 112, 128), ClipSpec("kinetics400", 7, 5, 224, 256)
+        cases = [
+            ("store, UCF recipe 7×5 @112, train", store128, ucf, "train"),
+            ("store, UCF recipe 7×5 @112, val", store128, ucf, "val"),
+            ("store, Kinetics recipe 7×5 @224, train", store256, kinetics, "train"),
+            ("store, Kinetics recipe 7×5 @224, val", store256, kinetics, "val"),
+            ("raw H.264 mp4, UCF recipe 7×5 @112, train", mp4, ucf, "train"),
+            ("raw MPEG-4 AVI, UCF recipe 7×5 @112, train", avi, ucf, "train"),
+            ("raw H.264 mp4, Kinetics recipe 7×5 @224, train", mp4, kinetics, "train"),
+        ]
+        for name, path, spec, split in cases:
+            ds = VideoClipDataset([Sample(path, 0)], spec, split, seed=0)
+            raw = not str(path).endswith(".stclip")
+            ms = per_call_ms(lambda ds=ds: ds[0], max(3, repeats // 4) if raw else repeats)
+            rows.append((name, f"{1000 / ms:.0f} clips/s", f"{ms:.1f} ms/clip"))
+
+    print(f"torch threads: 1; store frames {w}×{h} at JPEG quality 90 ≈ {size_kb:.1f} KiB/frame\n")
+    print("| what (one process, one thread) | throughput | cost |")
+    print("|---|---|---|")
+    for row in rows:
+        print(f"| {row[0]} | {row[1]} | {row[2]} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

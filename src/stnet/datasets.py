@@ -1,0 +1,618 @@
+"""Datasets of StNet clips and the DataLoader around them.
+
+A sample is a video in one of four forms, recognised by its path:
+
+* ``*.stclip`` — a clip file written by ``stnet prepare`` (the fast path: only the needed frames are read);
+* ``*.pkl`` — a reference Kinetics pickle ``(vid, label, [jpeg bytes])``, read by a restricted unpickler
+  that builds only str/int/bytes/lists/tuples (a malicious pickle raises DataError and runs nothing);
+* a folder of ``*.jpg`` — a reference UCF101 frame folder (``00000.jpg … 000010.jpg``: unpadded numbers,
+  sorted numerically; its JPEGs have red and blue swapped, see ``bgr_frames``);
+* any other file — a video decoded with PyAV (training straight from videos, same sampling).
+
+Each item is ``(clip, label)`` with ``clip`` float32 ``(T, 3N, S, S)`` (channel 3k+c = colour c of
+frame k of the segment) or, with ``test_views=(K, C)``, ``(K·C, T, 3N, S, S)``: K temporal clips × C
+spatial crops, clip-major, for score averaging. The split is a :class:`Split`; train augmentation is
+applied only for ``Split.TRAIN``.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import json
+import os
+import pickle
+import random
+import re
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from stnet.clipstore import SUFFIX as CLIP_SUFFIX
+from stnet.clipstore import ClipReader, decode_jpeg
+from stnet.sampling import RECIPES, frame_indices
+from stnet.transforms import (
+    CROP_COUNTS,
+    Frame,
+    apply_plan,
+    eval_plans,
+    frame_size,
+    to_clip_tensor,
+    train_plan,
+)
+from stnet.video import DataError, count_packets, read_frames
+
+__all__ = [
+    "ClipSpec",
+    "DataError",
+    "Sample",
+    "ShardSampler",
+    "Split",
+    "VideoClipDataset",
+    "build_dataset",
+    "build_loader",
+    "detect_format",
+    "frame_files",
+    "read_classes",
+    "read_list",
+    "read_reference_pickle",
+    "seed_worker",
+    "set_epoch",
+]
+
+
+class Split(enum.Enum):
+    """Which part of a dataset: decides the list file and whether train augmentation is applied."""
+
+    TRAIN = "train"
+    VAL = "val"
+
+    @classmethod
+    def coerce(cls, value: Split | str) -> Split:
+        """A Split from itself or its name (``"train"``, ``"val"``; ``"test"``/``"eval"`` mean val)."""
+        if isinstance(value, Split):
+            return value
+        name = str(value).strip().lower()
+        name = {"test": "val", "eval": "val", "validation": "val", "valid": "val"}.get(name, name)
+        try:
+            return cls(name)
+        except ValueError:
+            raise ValueError(f"unknown split {value!r}; use 'train' or 'val'") from None
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What one clip is: recipe, T segments × N frames, S×S crops of frames resized to ``short_size``."""
+
+    recipe: str = "ucf101"
+    T: int = 7
+    N: int = 5
+    target_size: int = 112
+    short_size: int = 128
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    fixed_aspect: bool = False  # the reference's 4:3 group_scale instead of an aspect-keeping resize
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown dataset recipe {self.recipe!r}; use one of {', '.join(RECIPES)}")
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, fixed_aspect: bool = False) -> ClipSpec:
+        """The spec of a :class:`stnet.config.Config` (``dataset_type``, T, N, sizes, mean/std)."""
+        return cls(
+            cfg.dataset_type,
+            cfg.T,
+            cfg.N,
+            cfg.target_size,
+            cfg.short_size,
+            tuple(cfg.image_mean),
+            tuple(cfg.image_std),
+            fixed_aspect,
+        )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One video: its path and label (a reference pickle's own label replaces this one)."""
+
+    path: Path
+    label: int
+
+    @property
+    def kind(self) -> str:
+        """``clip``, ``pickle``, ``frames`` (a folder of JPEGs) or ``video``."""
+        suffix = self.path.suffix.lower()
+        if suffix == CLIP_SUFFIX:
+            return "clip"
+        if suffix == ".pkl":
+            return "pickle"
+        if self.path.is_dir():
+            return "frames"
+        return "video"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading the reference's files safely
+# ----------------------------------------------------------------------------------------------------
+
+
+def _latin1_encode(text: object, encoding: object = "latin1") -> bytes:
+    # Python 3 pickles ``bytes`` at protocol 2 as _codecs.encode(text, "latin1"); allow exactly that.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is allowed only as encode(str, 'latin1')")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    if args:
+        raise pickle.UnpicklingError("bytes() is allowed only without arguments")
+    return b""
+
+
+_SAFE_GLOBALS: dict[tuple[str, str], Callable[..., bytes]] = {
+    ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytes"): _empty_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Builds only str, int, bytes, lists and tuples; refuses every other global (and so any code)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        safe = _SAFE_GLOBALS.get((module, name))
+        if safe is None:
+            raise pickle.UnpicklingError(f"it references {module}.{name}")
+        return safe
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("it uses persistent ids")
+
+
+def read_reference_pickle(path: str | os.PathLike) -> tuple[int, list[bytes]]:
+    """``(label, jpeg frames)`` of a reference Kinetics ``.pkl`` file ``(vid, label, [jpeg bytes])``.
+
+    Only str/int/bytes/list/tuple are ever built: a pickle that would construct anything else (and so
+    could run code) raises DataError before any of it runs.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = _RestrictedUnpickler(f, encoding="bytes").load()
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        UnicodeDecodeError,
+    ) as e:
+        raise DataError(
+            f"{path}: refusing to load this pickle: {e}; a reference Kinetics .pkl holds only "
+            "(vid, label, [jpeg bytes]) — the file is corrupt or not safe to load"
+        ) from None
+    if not (
+        isinstance(data, tuple | list)
+        and len(data) == 3
+        and isinstance(data[1], int)
+        and isinstance(data[2], list | tuple)
+        and all(isinstance(b, bytes) for b in data[2])
+    ):
+        raise DataError(f"{path}: not a reference Kinetics pickle (expected (vid, label, [jpeg bytes]))")
+    return int(data[1]), list(data[2])
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The JPEG frames of a frame folder in numeric order (``00009.jpg`` before ``000010.jpg``)."""
+    files = [p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+
+    def key(p: Path) -> tuple[int, str]:
+        digits = _DIGITS.findall(p.stem)
+        return (int(digits[-1]) if digits else -1, p.name)
+
+    return sorted(files, key=key)
+
+
+def _load_image(path: Path, bgr: bool) -> np.ndarray:
+    frame = decode_jpeg(path.read_bytes())  # PNGs too (through Pillow)
+    return np.ascontiguousarray(frame[:, :, ::-1]) if bgr else frame
+
+
+# ----------------------------------------------------------------------------------------------------
+# Lists
+# ----------------------------------------------------------------------------------------------------
+
+
+def read_list(path: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Sample]:
+    """Samples of an annotation list: ``relative/path label`` lines (paths may hold spaces).
+
+    Paths are relative to ``root`` (default: the list's folder). Blank lines and ``#`` comments are skipped.
+    """
+    path = Path(path)
+    base = Path(root) if root is not None else path.parent
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"list file not found: {path}") from None
+    samples = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
+            raise DataError(
+                f"{path}:{number}: expected 'relative/path label' with an integer label >= 0, got {line!r}"
+            )
+        samples.append(Sample(base / parts[0], int(parts[1])))
+    return samples
+
+
+def read_classes(path: str | os.PathLike) -> list[str]:
+    """Class names by index from a label file of ``<class name> <index>`` lines (the reference's format)."""
+    path = Path(path)
+    names: dict[int, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise DataError(f"{path}:{number}: expected '<class name> <index>', got {line!r}")
+        names[int(parts[1])] = parts[0]
+    if sorted(names) != list(range(len(names))):
+        raise DataError(f"{path}: class indices must be 0..{len(names) - 1}, each once")
+    return [names[i] for i in range(len(names))]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The dataset
+# ----------------------------------------------------------------------------------------------------
+
+ViewChooser = Callable[[int], list[list[int]]]  # frame count -> indices of each view
+
+
+class VideoClipDataset(Dataset):
+    """StNet clips from a list of samples (any mix of clip files, pickles, frame folders and videos).
+
+    ``test_views=(K, C)`` (val only) returns K temporal × C spatial views per video, C in (1, 3, 10).
+    In train a video that cannot be read is replaced by another (with a warning, once per video); in
+    val it raises DataError.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        spec: ClipSpec,
+        split: Split | str,
+        *,
+        test_views: tuple[int, int] | None = None,
+        classes: Sequence[str] | None = None,
+        seed: int = 0,
+        bgr_frames: bool = False,
+    ) -> None:
+        self.samples = list(samples)
+        self.spec = spec
+        self.split = Split.coerce(split)
+        if test_views is not None:
+            if self.split is not Split.VAL:
+                raise ValueError("test_views are for the val split only")
+            clips, crops = test_views
+            if clips < 1 or crops not in CROP_COUNTS:
+                raise ValueError(f"test_views must be (clips >= 1, crops in {CROP_COUNTS}), got {test_views}")
+        self.test_views = test_views
+        self.classes = list(classes) if classes is not None else None
+        self.bgr_frames = bgr_frames
+        self.rng = random.Random(seed)
+        self._video_frames: dict[Path, int] = {}
+        self._warned: set[Path] = set()
+
+    def reseed(self, seed: int) -> None:
+        """Restart the augmentation RNG (called per DataLoader worker by :func:`seed_worker`)."""
+        self.rng = random.Random(seed)
+
+    @property
+    def train(self) -> bool:
+        return self.split is Split.TRAIN
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
+        return max((s.label for s in self.samples), default=-1) + 1
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for _attempt in range(10):
+            sample = self.samples[index]
+            try:
+                return self._clip(sample)
+            except (DataError, OSError) as e:
+                if not self.train:
+                    raise DataError(f"{sample.path}: {e}") from None
+                if sample.path not in self._warned:
+                    self._warned.add(sample.path)
+                    warnings.warn(f"skipping unreadable video {sample.path}: {e}", stacklevel=2)
+                index = self.rng.randrange(len(self.samples))
+        raise DataError("10 videos in a row could not be read; check the dataset")
+
+    # -- internals
+
+    def _chooser(self) -> ViewChooser:
+        s = self.spec
+        if self.train:
+            return lambda n: [frame_indices(s.recipe, n, s.T, s.N, train=True, rng=self.rng)]
+        clips = self.test_views[0] if self.test_views else 1
+        return lambda n: [
+            frame_indices(s.recipe, n, s.T, s.N, train=False, clip=j, num_clips=clips) for j in range(clips)
+        ]
+
+    def _clip(self, sample: Sample) -> tuple[torch.Tensor, int]:
+        views, label = self._read(sample, self._chooser())
+        s = self.spec
+        size = frame_size(views[0][0])
+        if self.train:
+            plans = [
+                train_plan(s.recipe, size, s.short_size, s.target_size, self.rng, fixed_aspect=s.fixed_aspect)
+            ]
+        else:
+            crops = self.test_views[1] if self.test_views else 1
+            plans = eval_plans(size, s.short_size, s.target_size, crops, fixed_aspect=s.fixed_aspect)
+        tensors = [
+            to_clip_tensor(apply_plan(frames, plan), s.T, s.N, s.mean, s.std)
+            for frames in views
+            for plan in plans
+        ]
+        if self.test_views is None:
+            return tensors[0], label
+        return torch.stack(tensors), label
+
+    def _read(self, sample: Sample, choose: ViewChooser) -> tuple[list[list[Frame]], int]:
+        """The frames of every temporal view (each distinct frame decoded once) and the label."""
+        kind = sample.kind
+        label = sample.label
+        if kind == "clip":
+            with ClipReader(sample.path) as reader:
+                views = choose(len(reader))
+                need = sorted(set(itertools.chain.from_iterable(views)))
+                images = dict(zip(need, reader.read_images(need), strict=True))
+        elif kind == "pickle":
+            label, jpegs = read_reference_pickle(sample.path)
+            views = choose(len(jpegs))
+            images = {i: decode_jpeg(jpegs[i]) for i in set(itertools.chain.from_iterable(views))}
+        elif kind == "frames":
+            files = frame_files(sample.path)
+            views = choose(len(files))
+            need = set(itertools.chain.from_iterable(views))
+            images = {i: _load_image(files[i], self.bgr_frames) for i in need}
+        else:
+            views, images = self._read_video(sample.path, choose)
+        return [[images[i] for i in view] for view in views], label
+
+    def _read_video(self, path: Path, choose: ViewChooser) -> tuple[list[list[int]], dict[int, Frame]]:
+        count = self._video_frames.get(path)
+        if count is None:
+            count = count_packets(path)
+        for _ in range(2):
+            views = choose(count)
+            images, total = read_frames(path, itertools.chain.from_iterable(views))
+            if total is None:
+                self._video_frames[path] = count
+                return views, images
+            count = total  # the stream has fewer frames than packets: sample again within what decodes
+            self._video_frames[path] = count
+        raise DataError("the video's frame count keeps changing while decoding")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Finding a dataset on disk
+# ----------------------------------------------------------------------------------------------------
+
+
+def detect_format(root: str | os.PathLike) -> str:
+    """``list`` (``train.txt``/``val.txt``, e.g. from ``stnet prepare``), ``reference-kinetics``
+    (``train.json``/``val.json`` + pickles) or ``reference-ucf101`` (``train/<class>/<video>/*.jpg``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root}")
+    if any((root / f"{s.value}.txt").is_file() for s in Split):
+        return "list"
+    if any((root / f"{s.value}.json").is_file() for s in Split):
+        return "reference-kinetics"
+    if any((root / s.value).is_dir() for s in Split):
+        return "reference-ucf101"
+    raise DataError(
+        f"{root} holds no dataset: expected train.txt/val.txt (from `stnet prepare`), the reference's "
+        "train.json/val.json with pickles, or its train/<class>/<video>/ frame folders"
+    )
+
+
+def _reference_kinetics(root: Path, split: Split) -> list[Sample]:
+    listing = root / f"{split.value}.json"
+    try:
+        entries = json.loads(listing.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"list file not found: {listing}") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{listing} is not valid JSON: {e}") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "video_name" in e for e in entries):
+        raise DataError(f'{listing}: expected a JSON list of {{"video_name": "<stem>.mp4"}} objects')
+    folder = root / split.value
+    # The pickle holds the label; -1 here is replaced when the sample is read.
+    return [Sample(folder / (os.path.splitext(str(e["video_name"]))[0] + ".pkl"), -1) for e in entries]
+
+
+def _reference_ucf101(root: Path, split: Split) -> tuple[list[Sample], list[str]]:
+    folder = root / split.value
+    if not folder.is_dir():
+        raise DataError(f"split folder not found: {folder}")
+    train_folder = root / Split.TRAIN.value
+    class_root = train_folder if train_folder.is_dir() else folder
+    classes = sorted(p.name for p in class_root.iterdir() if p.is_dir())
+    index = {name: i for i, name in enumerate(classes)}
+    samples = []
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if class_dir.name not in index:
+            raise DataError(f"{class_dir}: class {class_dir.name!r} is not among the train classes")
+        samples += [Sample(v, index[class_dir.name]) for v in sorted(class_dir.iterdir()) if v.is_dir()]
+    return samples, classes
+
+
+def build_dataset(
+    cfg: Any,
+    split: Split | str,
+    *,
+    root: str | os.PathLike | None = None,
+    test_views: tuple[int, int] | None = None,
+    fixed_aspect: bool = False,
+    seed: int | None = None,
+    bgr_frames: bool | None = None,
+) -> VideoClipDataset:
+    """The dataset of ``split`` under ``root`` (default ``cfg.dataset_path``), in any supported layout.
+
+    T, N, sizes, mean/std and the recipe (``cfg.dataset_type``) come from ``cfg``. ``bgr_frames``
+    defaults to True for the reference's UCF101 frame folders, whose JPEGs were written with red and
+    blue swapped. Labels must be below ``cfg.class_num``.
+    """
+    split = Split.coerce(split)
+    if root is None:
+        if not cfg.dataset_path:
+            raise DataError(
+                "dataset_path is not set: pass --dataset_path DIR (a folder from `stnet prepare`)"
+            )
+        root = cfg.dataset_path
+    root = Path(root)
+    fmt = detect_format(root)
+    classes: list[str] | None = None
+    if fmt == "list":
+        samples = read_list(root / f"{split.value}.txt", root)
+        if (root / "classes.txt").is_file():
+            classes = read_classes(root / "classes.txt")
+    elif fmt == "reference-kinetics":
+        samples = _reference_kinetics(root, split)
+    else:
+        samples, classes = _reference_ucf101(root, split)
+        bgr_frames = True if bgr_frames is None else bgr_frames
+    if not samples:
+        raise DataError(f"the {split.value} split of {root} is empty")
+    found = len(classes) if classes is not None else max(s.label for s in samples) + 1
+    if found > cfg.class_num or (classes is not None and found != cfg.class_num):
+        raise DataError(f"{root} has {found} classes, class_num is {cfg.class_num}: set --class_num {found}")
+    return VideoClipDataset(
+        samples,
+        ClipSpec.from_config(cfg, fixed_aspect=fixed_aspect),
+        split,
+        test_views=test_views,
+        classes=classes,
+        seed=cfg.seed if seed is None else seed,
+        bgr_frames=bool(bgr_frames),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------------
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: seed Python, NumPy and the dataset's RNG from the worker's torch seed.
+
+    torch gives each worker ``base_seed + worker_id`` (base_seed drawn from the loader's generator), so
+    workers differ from each other and from one epoch to the next, and a seeded loader repeats.
+    """
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    while dataset is not None and not hasattr(dataset, "reseed"):
+        dataset = getattr(dataset, "dataset", None)  # Subset and similar wrappers
+    if dataset is not None:
+        dataset.reseed(seed)
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``num_replicas``-th index from ``rank``, in order, without padding: a distributed
+    evaluation then counts every video exactly once (processes may see one sample more or less)."""
+
+    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        self.size, self.num_replicas, self.rank = size, num_replicas, rank
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.num_replicas))
+
+
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    split: Split | str,
+    workers: int = 0,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    distributed: bool | None = None,
+    drop_last: bool | None = None,
+    prefetch_factor: int | None = None,
+) -> DataLoader:
+    """A DataLoader for ``dataset``: shuffled (train) or ordered (val), sharded across processes.
+
+    * ``distributed`` (default: whether torch.distributed is initialised) shards by rank; call
+      :func:`set_epoch` before every epoch so each one is shuffled differently (and reproducibly).
+    * ``drop_last`` defaults to True for train and False for val (no video left out of evaluation).
+    * workers are persistent, seeded by :func:`seed_worker`; ``pin_memory`` is on for a CUDA ``device``.
+    """
+    split = Split.coerce(split)
+    train = split is Split.TRAIN
+    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and not initialised:
+        raise RuntimeError("distributed=True needs torch.distributed to be initialised first")
+    world, rank = (
+        (torch.distributed.get_world_size(), torch.distributed.get_rank())
+        if (initialised and distributed is not False)
+        else (1, 0)
+    )
+    sampler: Sampler[int]
+    if train:  # also when not distributed: set_epoch then gives every epoch a reproducible shuffle
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    else:
+        sampler = ShardSampler(len(dataset), world, rank)
+    pin = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        kwargs.update(persistent_workers=True, worker_init_fn=seed_worker)
+        if prefetch_factor is not None:
+            kwargs["prefetch_factor"] = prefetch_factor
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin,
+        drop_last=train if drop_last is None else drop_last,
+        generator=torch.Generator().manual_seed(seed),
+        **kwargs,
+    )
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell the loader's sampler which epoch starts (reshuffles reproducibly; needed when distributed)."""
+    sampler = loader.sampler
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)

@@ -1,0 +1,116 @@
+"""``stnet eval``: a checkpoint over a split, with multi-view testing and every report a reviewer needs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stnet.checkpoint import FORMAT
+from stnet.config import Config
+from stnet.datasets import build_dataset
+from stnet.distributed import DistInfo
+from stnet.engine import autocast_dtype, evaluate, make_loader
+from stnet.fileio import atomic_write_bytes
+from stnet.metrics import EvalResult
+from stnet.model import build_model, to_channels_last
+from stnet.weights import WeightsError, load_weights
+
+MODEL_KEYS = ("depth", "class_num", "T", "N", "xception", "stem_pool", "dropout")
+
+
+def read_training_checkpoint(path: str | Path) -> dict | None:
+    """The contents of an stnet training checkpoint (which carries its config), None for weight files."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"PK":
+            return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    return state if isinstance(state, dict) and state.get("format") == FORMAT else None
+
+
+def model_for_checkpoint(path: str | Path, cfg: Config, log=print) -> tuple[nn.Module, Config]:
+    """The model a checkpoint holds. An stnet training checkpoint brings its own architecture (the
+    config's model keys are replaced by the checkpoint's); any other weight file is loaded into the
+    model ``cfg`` describes, and must be a whole StNet."""
+    if not Path(path).is_file():
+        raise WeightsError(f"checkpoint not found: {path}")
+    saved = read_training_checkpoint(path)
+    if saved is not None:
+        arch = {k: saved["config"][k] for k in MODEL_KEYS if k in saved["config"]}
+        changed = {k: v for k, v in arch.items() if getattr(cfg, k) != v}
+        if changed:
+            log("using the checkpoint's model settings: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
+            cfg = dataclasses.replace(cfg, **arch)
+        model = build_model(**cfg.model_kwargs())
+        model.load_state_dict(saved["model"])
+        return model, cfg
+    model = build_model(**cfg.model_kwargs())
+    if load_weights(model, path).kind != "stnet":
+        raise WeightsError(
+            f"{path} holds ImageNet backbone weights, not a trained StNet: nothing to evaluate"
+        )
+    return model, cfg
+
+
+@dataclass
+class EvalOutputs:
+    result: EvalResult
+    out_dir: Path
+
+
+def run_eval(
+    cfg: Config,
+    checkpoint: str | Path,
+    *,
+    split: str = "val",
+    clips: int = 1,
+    crops: int = 1,
+    out_dir: str | Path | None = None,
+    dist: DistInfo | None = None,
+    log=print,
+) -> EvalOutputs:
+    """Evaluate ``checkpoint`` on ``split`` with ``clips`` × ``crops`` views per video; write the reports."""
+    from stnet.distributed import process_device
+    from stnet.runtime import resolve_device
+
+    dist = dist or DistInfo()
+    device = process_device(resolve_device(cfg.device), dist)
+    model, cfg = model_for_checkpoint(checkpoint, cfg, log if dist.is_main else (lambda _m: None))
+    dataset = build_dataset(cfg, split, test_views=(clips, crops) if (clips, crops) != (1, 1) else None)
+    views = clips * crops
+    model = model.to(device)
+    if cfg.channels_last:
+        to_channels_last(model)
+    loader = make_loader(dataset, cfg, dist, device, train=False, batch_size=max(1, cfg.batch_size // views))
+    result = evaluate(
+        model,
+        loader,
+        device=device,
+        dist=dist,
+        amp_dtype=autocast_dtype(cfg.precision, device),
+        desc=f"eval {split}",
+    )
+    out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{Path(checkpoint).stem}-{split}"
+    if dist.is_main:
+        _write_reports(
+            result, dataset.classes or [str(i) for i in range(cfg.class_num)], out, split, checkpoint
+        )
+    return EvalOutputs(result, out)
+
+
+def _write_reports(result: EvalResult, classes: list[str], out: Path, split: str, checkpoint) -> None:
+    from stnet.plots import plot_confusion
+
+    out.mkdir(parents=True, exist_ok=True)
+    result.write_per_class_csv(out / "per_class.csv", classes)
+    result.save_npz(out / "scores.npz", classes)
+    plot_confusion(result.confusion, classes, out / "confusion.png")
+    summary = {"checkpoint": str(checkpoint), "split": split, **result.to_json()}
+    atomic_write_bytes(out / "eval.json", json.dumps(summary, indent=2).encode())

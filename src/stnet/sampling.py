@@ -1,0 +1,137 @@
+"""Which frames a clip is made of: pure functions of the video length, the config and an RNG.
+
+Every function returns ``T·N`` frame indices in segment-major order (segment t holds positions
+``t·N … t·N+N−1``), each in ``[0, num_frames)``. Train sampling draws from the given ``random.Random``;
+eval sampling is deterministic. ``clip``/``num_clips`` pick one of K evenly spaced temporal views for
+multi-view testing; ``num_clips=1`` is the single centred clip of plain evaluation.
+
+Two recipes (spec §3.4, §3.7):
+
+* **kinetics400** (TSN): ``avg = L // T``; segment i starts at ``i·avg`` plus a random offset in
+  ``[0, avg−N]`` (train) or ``(avg−N)//2`` (eval) when ``avg ≥ N``, at ``i·avg`` when ``1 ≤ avg < N``, at
+  ``i`` when ``avg = 0``; it holds N consecutive frames, each index taken modulo L.
+* **ucf101** (the MindSpore GPU recipe): ``seg_len = L // T``; when ``seg_len > 2N`` a 2N-frame window
+  ends at a random ``end`` in ``[2N, seg_len−1]`` (train) and the frames are N points of
+  ``linspace(start, end)`` clipped to ``end−1`` and truncated (N=5: start + {0,2,5,7,9}); when
+  ``1 ≤ seg_len ≤ 2N`` the offsets are ``seg_len//2`` points of ``linspace(0, seg_len)`` padded with
+  ``seg_len`` to N and clipped to ``seg_len−1`` (seg_len 7: {0,3,6,6,6}). The reference turns
+  ``seg_len = 0`` (videos shorter than T frames) into index −1; here segment i is then frame
+  ``i·L // T`` repeated N times. The reference also samples its val split at random; here eval
+  windows are centred (the middle of the train range).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from stnet.video import DataError
+
+RECIPES = ("ucf101", "kinetics400")
+UCF_RATE = 2  # the UCF recipe's frame_sample_rate: an N-frame clip spans a 2N-frame window
+
+
+def _check(num_frames: int, T: int, N: int, clip: int, num_clips: int) -> None:
+    if num_frames < 1:
+        raise DataError("the video has no frames")
+    if T < 1 or N < 1:
+        raise ValueError(f"T and N must be >= 1, got T={T}, N={N}")
+    if not 0 <= clip < num_clips:
+        raise ValueError(f"clip {clip} is not in [0, {num_clips})")
+
+
+def _eval_offset(span: int, clip: int, num_clips: int) -> int:
+    """Offset of temporal view ``clip`` of ``num_clips`` spread over ``[0, span]``; K=1 gives span//2."""
+    return span * (2 * clip + 1) // (2 * num_clips)
+
+
+def kinetics_indices(
+    num_frames: int,
+    T: int,
+    N: int,
+    *,
+    train: bool,
+    rng: random.Random | None = None,
+    clip: int = 0,
+    num_clips: int = 1,
+) -> list[int]:
+    """TSN segment sampling of the reference Kinetics loader (``video_loader``), with views for testing."""
+    _check(num_frames, T, N, clip, num_clips)
+    if train and rng is None:
+        raise ValueError("train sampling needs an rng")
+    avg = num_frames // T
+    out: list[int] = []
+    for i in range(T):
+        if avg >= N:
+            offset = rng.randint(0, avg - N) if train else _eval_offset(avg - N, clip, num_clips)  # type: ignore[union-attr]
+            start = offset + i * avg
+        elif avg >= 1:
+            start = i * avg
+        else:
+            start = i
+        out.extend((start + k) % num_frames for k in range(N))
+    return out
+
+
+def _ucf_short_offsets(seg_len: int, N: int) -> list[int]:
+    """The reference's deterministic offsets inside a segment of 1..2N frames."""
+    points = np.linspace(0, seg_len, num=seg_len // UCF_RATE)
+    points = np.concatenate((points, np.full(N - len(points), float(seg_len))))
+    return np.clip(points, 0, seg_len - 1).astype(np.int64).tolist()
+
+
+def _ucf_window_offsets(start: int, N: int) -> list[int]:
+    """N points of linspace(start, start + 2N) clipped to the window's last frame, truncated."""
+    end = start + UCF_RATE * N
+    return np.clip(np.linspace(start, end, num=N), start, end - 1).astype(np.int64).tolist()
+
+
+def ucf_indices(
+    num_frames: int,
+    T: int,
+    N: int,
+    *,
+    train: bool,
+    rng: random.Random | None = None,
+    clip: int = 0,
+    num_clips: int = 1,
+) -> list[int]:
+    """The reference UCF101 sampling (``loadvideo_decord``) without its −1 index, with eval views."""
+    _check(num_frames, T, N, clip, num_clips)
+    if train and rng is None:
+        raise ValueError("train sampling needs an rng")
+    seg_len = num_frames // T
+    window = UCF_RATE * N
+    out: list[int] = []
+    for i in range(T):
+        if seg_len == 0:
+            out.extend([i * num_frames // T] * N)
+            continue
+        if seg_len > window:
+            span = seg_len - 1 - window  # starts in [0, span]: end = start + window in [window, seg_len-1]
+            start = rng.randint(0, span) if train else _eval_offset(span, clip, num_clips)  # type: ignore[union-attr]
+            offsets = _ucf_window_offsets(start, N)
+        else:
+            offsets = _ucf_short_offsets(seg_len, N)
+        out.extend(o + i * seg_len for o in offsets)
+    return out
+
+
+def frame_indices(
+    recipe: str,
+    num_frames: int,
+    T: int,
+    N: int,
+    *,
+    train: bool,
+    rng: random.Random | None = None,
+    clip: int = 0,
+    num_clips: int = 1,
+) -> list[int]:
+    """The T·N frame indices of one clip under ``recipe`` (``ucf101`` or ``kinetics400``)."""
+    if recipe == "kinetics400":
+        return kinetics_indices(num_frames, T, N, train=train, rng=rng, clip=clip, num_clips=num_clips)
+    if recipe == "ucf101":
+        return ucf_indices(num_frames, T, N, train=train, rng=rng, clip=clip, num_clips=num_clips)
+    raise ValueError(f"unknown dataset recipe {recipe!r}; use one of {', '.join(RECIPES)}")

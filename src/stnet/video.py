@@ -1,0 +1,143 @@
+"""Decoding video files with PyAV: every frame in order (for ``stnet prepare``) or a chosen few (training).
+
+Frame counts stored in container headers are not trusted (AVI headers often lie): a video has as many
+frames as the decoder returns. Every failure is a :class:`DataError` whose message says what is wrong
+with the file in words a user can act on ("empty file", "no video stream", ...).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import av
+from PIL import Image
+
+VIDEO_SUFFIXES = frozenset(
+    {".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv", ".ts"}
+)
+
+
+class DataError(ValueError):
+    """A dataset, list or video that cannot be used; the message is one line that says which and why."""
+
+
+def check_readable(path: str | os.PathLike) -> None:
+    """Raise DataError unless ``path`` is a non-empty file this process may read.
+
+    Done in Python before FFmpeg sees the file so that the reason is precise ("permission denied"
+    rather than FFmpeg's generic "invalid data").
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1)
+    except FileNotFoundError:
+        raise DataError("file not found") from None
+    except IsADirectoryError:
+        raise DataError("is a directory, not a video file") from None
+    except PermissionError:
+        raise DataError("permission denied") from None
+    except OSError as e:
+        raise DataError(f"cannot read: {e.strerror or e}") from None
+    if not head:
+        raise DataError("empty file (0 bytes)")
+
+
+def _ffmpeg_message(error: Exception) -> str:
+    text = getattr(error, "strerror", None) or str(error)
+    return str(text).rstrip(".")
+
+
+def open_video(path: str | os.PathLike, *, threads: bool = False) -> av.container.InputContainer:
+    """Open ``path`` for decoding its first video stream; DataError if it is not a usable video file.
+
+    FFmpeg's own decoder threads are off by default: ``prepare`` and the DataLoader already run one
+    decoder per process, and on a busy machine extra threads cost more wall time than they save.
+    """
+    check_readable(path)
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.error.PermissionError:
+        raise DataError("permission denied") from None
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise DataError(f"not a readable video (truncated or not a video: {_ffmpeg_message(e)})") from None
+    if not container.streams.video:
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        container.close()
+        raise DataError(f"no video stream (streams: {kinds})")
+    if threads:
+        container.streams.video[0].thread_type = "AUTO"
+    return container
+
+
+def iter_frames(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """Every frame of the first video stream, in decoding order, as RGB PIL images.
+
+    A decode error raises DataError naming how many frames came before it (a truncated or corrupt
+    file); a stream that yields no frame at all raises DataError("no decodable frames").
+    """
+    container = open_video(path)
+    count = 0
+    try:
+        stream = container.streams.video[0]
+        try:
+            for frame in container.decode(stream):
+                count += 1
+                yield frame.to_image()
+        except (av.error.FFmpegError, OSError) as e:
+            what = (
+                f"truncated or corrupt: decoding failed after {count} frames"
+                if count
+                else "no decodable frames"
+            )
+            raise DataError(f"{what} ({_ffmpeg_message(e)})") from None
+    finally:
+        container.close()
+    if count == 0:
+        raise DataError("no decodable frames")
+
+
+def count_packets(path: str | os.PathLike) -> int:
+    """The number of non-empty video packets: a cheap frame-count estimate that needs no decoding."""
+    with open_video(path) as container:
+        stream = container.streams.video[0]
+        try:
+            return sum(1 for packet in container.demux(stream) if packet.size)
+        except (av.error.FFmpegError, OSError) as e:
+            raise DataError(f"truncated or corrupt ({_ffmpeg_message(e)})") from None
+
+
+def read_frames(path: str | os.PathLike, indices: Iterable[int]) -> tuple[dict[int, Image.Image], int | None]:
+    """Decode ``path`` from the start up to the largest wanted index; keep only the wanted frames.
+
+    Returns ``(frames, total)``: the wanted frames by index (RGB PIL images), and the true frame count
+    when the video ended before the largest wanted index (else None), so the caller can resample.
+    Sequential decoding is exact in frame order; seeking would be faster on long H.264 GOPs but maps
+    timestamps to indices unreliably.
+    """
+    wanted = set(indices)
+    if not wanted:
+        return {}, None
+    last = max(wanted)
+    out: dict[int, Image.Image] = {}
+    with open_video(path) as container:
+        index = -1
+        try:
+            for index, frame in enumerate(container.decode(container.streams.video[0])):
+                if index in wanted:
+                    out[index] = frame.to_image()
+                    if index == last:
+                        return out, None
+        except (av.error.FFmpegError, OSError) as e:
+            if index < 0:
+                raise DataError(f"no decodable frames ({_ffmpeg_message(e)})") from None
+    if index < 0:
+        raise DataError("no decodable frames")
+    return out, index + 1
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has a known video file suffix."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES

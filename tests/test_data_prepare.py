@@ -1,0 +1,512 @@
+"""`stnet prepare` on real tiny datasets encoded in the test: UCF101, Kinetics, lists, bad files, reruns."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stnet import clipstore, prepare
+from videos import make_bad_files, read_barcode, write_video
+
+UCF_CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]  # classInd order; files say HandStandPushups
+
+
+def _file_class(name: str) -> str:
+    return "HandStandPushups" if name == "HandstandPushups" else name
+
+
+def _frames(cls: int, group: int) -> int:
+    return 20 + 3 * cls + group  # 21..30: every video a different length
+
+
+@pytest.fixture(scope="module")
+def ucf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """UCF-101/<Class>/v_<Class>_gXX_c01.avi (MPEG-4 part 2) for groups 1-4, plus ucfTrainTestlist/."""
+    root = tmp_path_factory.mktemp("ucf")
+    source = root / "UCF-101"
+    for c, name in enumerate(UCF_CLASSES):
+        for g in range(1, 5):
+            write_video(
+                source / name / f"v_{_file_class(name)}_g{g:02d}_c01.avi", _frames(c, g), codec="mpeg4"
+            )
+    # a zero-byte video in the train split
+    (source / "YoYo" / "v_YoYo_g04_c01.avi").write_bytes(b"")
+    ann = source / "ucfTrainTestlist"
+    ann.mkdir()
+    (ann / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(UCF_CLASSES)))
+    train = [
+        f"{_file_class(n)}/v_{_file_class(n)}_g{g:02d}_c01.avi {c + 1}"
+        for c, n in enumerate(UCF_CLASSES)
+        for g in (3, 4)
+    ]
+    train.append("YoYo/v_YoYo_g05_c01.avi 3")  # listed, not on disk
+    test = [f"{_file_class(n)}/v_{_file_class(n)}_g{g:02d}_c01.avi" for n in UCF_CLASSES for g in (1, 2)]
+    (ann / "trainlist01.txt").write_text("\r\n".join(train) + "\r\n")  # the official files use CRLF
+    (ann / "testlist01.txt").write_text("\r\n".join(test) + "\r\n")
+    return source
+
+
+def _run(*argv: str) -> int:
+    return prepare.main([*argv, "--quiet"])
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "prepare_report.json").read_text())
+
+
+def _lines(path: Path) -> list[tuple[str, int]]:
+    return [(line.rsplit(" ", 1)[0], int(line.rsplit(" ", 1)[1])) for line in path.read_text().splitlines()]
+
+
+def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_ucf101_official_split(ucf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    before = _tree(ucf)
+    assert _run("ucf101", "--source", str(ucf), "--out", str(out), "--workers", "1") == 0
+    assert _tree(ucf) == before  # the source is never modified
+
+    assert (out / "classes.txt").read_text() == "ApplyEyeMakeup 0\nHandstandPushups 1\nYoYo 2\n"
+    train, val = _lines(out / "train.txt"), _lines(out / "val.txt")
+    assert len(train) == 5 and len(val) == 6
+    assert ("clips/HandstandPushups/v_HandStandPushups_g03_c01.stclip", 1) in train
+    assert all("_g03_" in p or "_g04_" in p for p, _ in train)
+    assert all("_g01_" in p or "_g02_" in p for p, _ in val)
+
+    report = _report(out)
+    assert report["complete"] and report["split"]["kind"] == "official" and report["split"]["split"] == 1
+    assert report["counts"]["train"] == {
+        "listed": 7,
+        "found": 6,
+        "prepared": 5,
+        "reused": 0,
+        "failed": 1,
+        "missing": 1,
+        "frames": report["counts"]["train"]["frames"],
+    }
+    assert report["counts"]["val"]["prepared"] == 6 and report["counts"]["val"]["failed"] == 0
+    assert report["missing"] == [{"split": "train", "entry": "YoYo/v_YoYo_g05_c01.avi"}]
+    (failure,) = report["failures"]
+    assert failure["source"].endswith("v_YoYo_g04_c01.avi") and "empty file" in failure["reason"]
+    assert report["settings"] == {
+        "short_side": 128,
+        "fixed_aspect": False,
+        "quality": 90,
+        "keep_partial": False,
+    }
+    assert report["elapsed_s"] > 0
+
+    # every frame present, in order, resized keeping the aspect (64x48 -> 171x128)
+    for rel, label in train + val:
+        with clipstore.ClipReader(out / rel) as reader:
+            assert (reader.info.width, reader.info.height) == (171, 128)
+            cls = UCF_CLASSES[label]
+            group = int(rel.split("_g")[1][:2])
+            assert len(reader) == _frames(UCF_CLASSES.index(cls), group)
+            codes = [read_barcode(np.asarray(im)) for im in reader.read_images(range(len(reader)))]
+            assert codes == list(range(len(reader)))
+
+
+def test_ucf101_rerun_is_idempotent_and_survives_a_kill(ucf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run("ucf101", "--source", str(ucf), "--out", str(out), "--workers", "1") == 0
+    clips = _tree(out / "clips")
+    assert _run("ucf101", "--source", str(ucf), "--out", str(out), "--workers", "1") == 0
+    assert _tree(out / "clips") == clips  # nothing rewritten
+    report = _report(out)
+    assert report["counts"]["train"]["reused"] == 5 and report["counts"]["val"]["reused"] == 6
+
+    # a killed run: a temp file left behind, a clip cut short, one with its header never written
+    victim = out / "clips/YoYo/v_YoYo_g01_c01.stclip"
+    leftover = victim.with_name(f".{victim.name}.x1y2z3.tmp")
+    shutil.copy(victim, leftover)
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    zeroed = out / "clips/YoYo/v_YoYo_g02_c01.stclip"
+    data = zeroed.read_bytes()
+    zeroed.write_bytes(b"\0" * clipstore.HEADER_SIZE + data[clipstore.HEADER_SIZE :])
+    assert not clipstore.is_complete(victim) and not clipstore.is_complete(zeroed)
+
+    assert _run("ucf101", "--source", str(ucf), "--out", str(out), "--workers", "1") == 0
+    assert not leftover.exists()
+    assert clipstore.is_complete(victim) and clipstore.is_complete(zeroed)
+    report = _report(out)
+    assert report["counts"]["val"]["reused"] == 4 and report["counts"]["val"]["prepared"] == 6
+    assert report["leftovers_removed"] == 1
+    with clipstore.ClipReader(victim) as reader:
+        assert [read_barcode(np.asarray(im)) for im in reader.read_images(range(len(reader)))] == list(
+            range(len(reader))
+        )
+
+
+def test_ucf101_other_settings_need_another_folder(ucf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run("ucf101", "--source", str(ucf), "--out", str(out), "--workers", "1") == 0
+    assert _run("ucf101", "--source", str(ucf), "--out", str(out), "--short-side", "64") == 1
+
+
+def test_ucf101_random_split_by_group_and_fixed_aspect(ucf: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code = _run(
+        "ucf101",
+        "--source",
+        str(ucf),
+        "--out",
+        str(out),
+        "--random-split",
+        "0.5",
+        "--seed",
+        "3",
+        "--fixed-aspect",
+        "--short-side",
+        "64",
+        "--workers",
+        "2",
+    )
+    assert code == 0
+    report = _report(out)
+    split = report["split"]
+    assert split["kind"] == "random-by-group" and split["seed"] == 3
+    assert len(split["train_groups"]) == 2 and not set(split["train_groups"]) & set(split["val_groups"])
+    # labels follow the reference: case-sensitive sorted() folder names
+    assert (out / "classes.txt").read_text() == "ApplyEyeMakeup 0\nHandstandPushups 1\nYoYo 2\n"
+    for name, groups in (("train", split["train_groups"]), ("val", split["val_groups"])):
+        for rel, _ in _lines(out / f"{name}.txt"):
+            assert rel.split("_")[-2] in groups  # no actor group on both sides
+    counts = report["counts"]
+    assert counts["train"]["prepared"] + counts["val"]["prepared"] == 11  # 12 videos, one empty
+    rel = _lines(out / "train.txt")[0][0]
+    assert (clipstore.read_info(out / rel).width, clipstore.read_info(out / rel).height) == (85, 64)
+
+
+def test_ucf101_without_annotations_asks_for_them(tmp_path: Path) -> None:
+    write_video(tmp_path / "src/Archery/v_Archery_g01_c01.avi", 20, codec="mpeg4")
+    code = _run("ucf101", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "out"))
+    assert code == 1 and not (tmp_path / "out").exists()
+
+
+def test_kinetics_csv(tmp_path: Path) -> None:
+    source = tmp_path / "kinetics"
+    write_video(source / "air drumming" / "aaaaaaaaaaa_000010_000020.mp4", 24)
+    write_video(source / "abseiling" / "bbbbbbbbbbb_000000_000010.mp4", 30)
+    write_video(source / "ccccccccccc_000005_000015.mp4", 26)  # flat layout
+    write_video(source / "val" / "ddddddddddd_000001_000011.mp4", 22)
+    header = "label,youtube_id,time_start,time_end,split,is_cc\n"
+    (tmp_path / "train.csv").write_text(
+        header + "air drumming,aaaaaaaaaaa,10,20,train,0\n"
+        "abseiling,bbbbbbbbbbb,0,10,train,0\n"
+        '"zumba",ccccccccccc,5,15,train,0\n'
+        "zumba,missingvid01,3,13,train,0\n"
+    )
+    (tmp_path / "val.csv").write_text(
+        header + "abseiling,ddddddddddd,1,11,val,0\n"
+        "zumba,missingvid02,0,10,val,0\n"
+        "zumba,eeeeeeeeeee,0,10,test,0\n"
+    )
+    out = tmp_path / "out"
+    code = _run(
+        "kinetics",
+        "--csv",
+        str(tmp_path / "train.csv"),
+        "--csv",
+        str(tmp_path / "val.csv"),
+        "--source",
+        str(source),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--short-side",
+        "32",
+    )
+    assert code == 0
+    # exactly the reference's generate_label: sorted class names of the train CSV, "<name> <index>"
+    assert (out / "classes.txt").read_text() == "abseiling 0\nair drumming 1\nzumba 2\n"
+    assert _lines(out / "train.txt") == [
+        ("clips/air_drumming/aaaaaaaaaaa_000010_000020.stclip", 1),
+        ("clips/abseiling/bbbbbbbbbbb_000000_000010.stclip", 0),
+        ("clips/zumba/ccccccccccc_000005_000015.stclip", 2),
+    ]
+    assert _lines(out / "val.txt") == [("clips/abseiling/ddddddddddd_000001_000011.stclip", 0)]
+    report = _report(out)
+    assert report["counts"]["train"]["found"] == 3 and report["counts"]["train"]["missing"] == 1
+    assert report["counts"]["val"]["found"] == 1 and report["counts"]["val"]["missing"] == 1
+    assert {m["entry"] for m in report["missing"]} == {
+        "missingvid01_000003_000013",
+        "missingvid02_000000_000010",
+    }
+    assert report["ignored_test_rows"] == 1
+    info = clipstore.read_info(out / "clips/zumba/ccccccccccc_000005_000015.stclip")
+    assert (info.num_frames, info.width, info.height) == (26, 43, 32)
+    assert info.fps == pytest.approx(25.0)
+    # --strict fails on missing videos
+    assert (
+        _run(
+            "kinetics",
+            "--csv",
+            str(tmp_path / "train.csv"),
+            "--csv",
+            str(tmp_path / "val.csv"),
+            "--source",
+            str(source),
+            "--out",
+            str(out),
+            "--short-side",
+            "32",
+            "--strict",
+        )
+        == 1
+    )
+
+
+def test_kinetics_needs_the_train_csv_for_labels(tmp_path: Path) -> None:
+    (tmp_path / "val.csv").write_text("label,youtube_id,time_start,time_end,split\nzumba,x,0,10,val\n")
+    (tmp_path / "src").mkdir()
+    assert (
+        _run(
+            "kinetics",
+            "--csv",
+            str(tmp_path / "val.csv"),
+            "--source",
+            str(tmp_path / "src"),
+            "--out",
+            str(tmp_path / "out"),
+        )
+        == 1
+    )
+
+
+def _bad_file_reasons() -> dict[str, str]:
+    return {
+        "empty": "empty file",
+        "truncated": "not a readable video",
+        "not_a_video": "not a readable video",
+        "no_video_stream": "no video stream",
+        "no_frames": "no decodable frames",
+        "unreadable": "permission denied",
+    }
+
+
+def test_bad_files_are_skipped_and_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "videos"
+    bad = make_bad_files(root / "bad", suffix=".mp4")
+    write_video(root / "good" / "ok.mp4", 25)
+    unreadable = write_video(root / "bad" / "unreadable.mp4", 20)
+    bad["unreadable"] = unreadable
+    if os.geteuid() == 0:  # root reads anything: make this one file unreadable to the checker
+        import stnet.video
+
+        real_open = open
+
+        def guarded_open(path, *args, **kwargs):
+            if Path(path) == unreadable:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(stnet.video, "open", guarded_open, raising=False)
+    else:
+        unreadable.chmod(0)
+    out = tmp_path / "out"
+    code = _run("list", "--root", str(root), "--folders", "--out", str(out), "--workers", "1")
+    assert code == 0  # bad inputs never stop the run
+    report = _report(out)
+    reasons = {Path(f["source"]).name: f["reason"] for f in report["failures"]}
+    for kind, expected in _bad_file_reasons().items():
+        assert expected in reasons[bad[kind].name], (kind, reasons[bad[kind].name])
+    assert report["counts"]["train"]["prepared"] == 1
+    assert _lines(out / "train.txt") == [("clips/good/ok.stclip", 1)]
+    assert (out / "classes.txt").read_text() == "bad 0\ngood 1\n"
+    assert not list(out.rglob("*.tmp"))
+    assert _run("list", "--root", str(root), "--folders", "--out", str(out), "--strict") == 1
+
+
+def test_a_split_with_no_usable_video_fails(tmp_path: Path) -> None:
+    make_bad_files(tmp_path / "videos" / "bad")
+    assert (
+        _run(
+            "list",
+            "--root",
+            str(tmp_path / "videos"),
+            "--folders",
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+        )
+        == 1
+    )
+    assert _report(tmp_path / "out")["counts"]["train"]["prepared"] == 0
+
+
+def test_lying_avi_header_does_not_matter(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "src" / "a" / "lying.avi", 27, codec="mpeg4")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"avih") + 8 + 16  # dwTotalFrames, the 5th field of the main AVI header
+    data[at : at + 4] = (500).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    assert (
+        _run("list", "--root", str(tmp_path / "src"), "--folders", "--out", str(out), "--workers", "1") == 0
+    )
+    assert clipstore.read_info(out / "clips/a/lying.stclip").num_frames == 27
+
+
+def test_list_files_with_splits_and_names(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_video(root / "x" / "one.mp4", 20)
+    write_video(root / "y" / "two.avi", 21, codec="mpeg4")
+    write_video(root / "y" / "three.mp4", 22)
+    (tmp_path / "mine_train.txt").write_text("x/one.mp4 0\ny/two.avi 1\n")
+    (tmp_path / "held_out.txt").write_text("# comment\ny/three.mp4 1\ny/gone.mp4 1\n")
+    out = tmp_path / "out"
+    code = _run(
+        "list",
+        "--list",
+        str(tmp_path / "mine_train.txt"),
+        "--list",
+        f"val={tmp_path / 'held_out.txt'}",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--short-side",
+        "48",
+    )
+    assert code == 0
+    assert (out / "classes.txt").read_text() == "x 0\ny 1\n"
+    assert _lines(out / "train.txt") == [("clips/x/one.stclip", 0), ("clips/y/two.stclip", 1)]
+    assert _lines(out / "val.txt") == [("clips/y/three.stclip", 1)]
+    assert _report(out)["counts"]["val"]["missing"] == 1
+    assert clipstore.read_info(out / "clips/y/two.stclip").num_frames == 21
+
+
+def test_register_cli_adds_prepare_with_three_front_ends() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="stnet")
+    prepare.register_cli(parser.add_subparsers(dest="command"))
+    args, rest = parser.parse_known_args(
+        ["prepare", "kinetics", "--csv", "a.csv", "--source", "s", "--out", "o"]
+    )
+    assert args.func is prepare.cmd_kinetics and args.short_side == 256 and rest == []
+    args, _ = parser.parse_known_args(["prepare", "ucf101", "--source", "s", "--out", "o"])
+    assert args.func is prepare.cmd_ucf101 and args.short_side == 128 and args.split == 1
+    args, _ = parser.parse_known_args(["prepare", "list", "--list", "l.txt", "--root", "r", "--out", "o"])
+    assert args.func is prepare.cmd_list
+    with pytest.raises(prepare.DataError, match="unexpected arguments"):
+        args.func(args, ["--bogus"])
+
+
+def test_rerun_after_a_real_kill_mid_write(tmp_path: Path) -> None:
+    """SIGKILL a prepare run while it writes a clip: the rerun must not trust (or keep) the half file."""
+    write_video(tmp_path / "src" / "a" / "v.avi", 40, codec="mpeg4")
+    out, marker = tmp_path / "out", tmp_path / "writing"
+    argv = [
+        "list",
+        "--root",
+        str(tmp_path / "src"),
+        "--folders",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--quiet",
+    ]
+    script = f"""
+import sys, time
+from pathlib import Path
+from stnet import clipstore, prepare
+add_image = clipstore.ClipWriter.add_image
+def add_image_then_hang(self, image, quality=90):
+    add_image(self, image, quality)
+    if self.num_frames == 10:
+        Path({str(marker)!r}).write_text("10 frames written")
+        time.sleep(120)
+clipstore.ClipWriter.add_image = add_image_then_hang
+sys.exit(prepare.main({argv!r}))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(prepare.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the child never started writing"
+    finally:
+        proc.kill()
+        proc.wait()
+    final = out / "clips/a/v.stclip"
+    (leftover,) = list(out.rglob(".*.tmp"))
+    assert not final.exists() and not clipstore.is_complete(leftover)
+    assert not _report(out)["complete"]
+    assert _run(*argv[:-1]) == 0
+    assert not leftover.exists() and clipstore.is_complete(final)
+    assert clipstore.read_info(final).num_frames == 40 and _report(out)["leftovers_removed"] == 1
+
+
+def test_corrupt_and_truncated_avi(tmp_path: Path) -> None:
+    src = tmp_path / "src" / "a"
+    data = write_video(src / "corrupt.avi", 40, codec="mpeg4").read_bytes()
+    movi = data.index(b"movi")
+    chunk = [i for i in range(movi, len(data)) if data.startswith(b"00dc", i)][20]  # frame 20's data
+    size = int.from_bytes(data[chunk + 4 : chunk + 8], "little")
+    garbage = np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes()
+    (src / "corrupt.avi").write_bytes(data[: chunk + 8] + garbage + data[chunk + 8 + size :])
+    (src / "truncated.avi").write_bytes(data[: int(len(data) * 0.85)])  # decodes cleanly up to the cut
+    out = tmp_path / "out"
+    argv = ["list", "--root", str(tmp_path / "src"), "--folders", "--workers", "1"]
+    assert _run(*argv, "--out", str(out)) == 0
+    report = _report(out)
+    (failure,) = report["failures"]
+    assert failure["source"].endswith("corrupt.avi")
+    assert failure["reason"].startswith("truncated or corrupt: decoding failed after 20 frames")
+    (warning,) = report["warnings"]
+    assert warning["source"].endswith("truncated.avi") and "the header announces 40" in warning["warning"]
+    assert _run(*argv, "--out", str(tmp_path / "partial"), "--keep-partial") == 0
+    report = _report(tmp_path / "partial")
+    assert not report["failures"] and report["counts"]["train"]["prepared"] == 2
+    info = clipstore.read_info(tmp_path / "partial" / "clips/a/corrupt.stclip")
+    assert info.num_frames == 20
+
+
+def test_kinetics_test_csv_without_labels_is_ignored(tmp_path: Path) -> None:
+    write_video(tmp_path / "src" / "aaaaaaaaaaa_000000_000010.mp4", 20)
+    (tmp_path / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nyoga,aaaaaaaaaaa,0,10,train\n"
+    )
+    (tmp_path / "test.csv").write_text("youtube_id,time_start,time_end,split\nbbbbbbbbbbb,0,10,test\n")
+    out = tmp_path / "out"
+    assert (
+        _run(
+            "kinetics",
+            "--csv",
+            str(tmp_path / "train.csv"),
+            "--csv",
+            str(tmp_path / "test.csv"),
+            "--source",
+            str(tmp_path / "src"),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+        )
+        == 0
+    )
+    report = _report(out)
+    assert report["ignored_test_rows"] == 1 and report["counts"]["train"]["prepared"] == 1
