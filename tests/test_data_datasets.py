@@ -116,11 +116,27 @@ def test_eval_reads_exactly_the_spec_frames_in_order(store: Path, recipe: str) -
     assert torch.equal(ds[0][0], clip)  # eval is deterministic: no train augmentation
 
 
+def test_train_augmentation_is_a_function_of_seed_epoch_and_index(store: Path) -> None:
+    """Whichever worker or process loads an item, and whatever was loaded before, it comes out the same."""
+    ds = build_dataset(config(), Split.TRAIN, root=store, seed=1)
+    first = ds[0][0]
+    ds[1]
+    assert torch.equal(ds[0][0], first)
+    again = build_dataset(config(), Split.TRAIN, root=store, seed=1)
+    assert torch.equal(again[0][0], first)
+    others = []
+    for epoch in range(1, 6):
+        again.set_epoch(epoch)
+        others.append(again[0][0])
+    assert not all(torch.equal(first, o) for o in others)
+
+
 def test_train_sampling_and_channel_layout(store: Path) -> None:
     ds = build_dataset(config(), Split.TRAIN, root=store, seed=1)
     starts: set[int] = set()
     clips = []
-    for _ in range(12):
+    for epoch in range(12):
+        ds.set_epoch(epoch)
         clip, label = ds[0]
         assert clip.shape == (7, 15, 112, 112) and label == 1
         clips.append(clip)

@@ -128,7 +128,12 @@ class Config:
     channels_last: bool = _opt(True, "channels-last memory format", group=TRAIN)
     accumulate_steps: int = _opt(1, "gradient-accumulation steps per optimizer step", low=1, group=TRAIN)
     clip_grad_norm: float = _opt(0.0, "clip gradients to this global norm (0 = off)", low=0.0, group=TRAIN)
-    sync_bn: bool = _opt(False, "synchronise BatchNorm statistics across processes", group=TRAIN)
+    sync_bn: bool = _opt(False, "synchronise BatchNorm statistics across processes (CUDA)", group=TRAIN)
+    freeze_bn: bool = _opt(
+        False,
+        "BatchNorm uses and keeps its running statistics while training (for tiny batches)",
+        group=TRAIN,
+    )
     pre_res50: str = _opt(
         "", "ImageNet ResNet weights to initialise the backbone (any supported format)", group=TRAIN
     )

@@ -313,13 +313,24 @@ class VideoClipDataset(Dataset):
         self.test_views = test_views
         self.classes = list(classes) if classes is not None else None
         self.bgr_frames = bgr_frames
+        self.seed = seed
+        self.epoch = 0
         self.rng = random.Random(seed)
         self._video_frames: dict[Path, int] = {}
         self._warned: set[Path] = set()
 
     def reseed(self, seed: int) -> None:
-        """Restart the augmentation RNG (called per DataLoader worker by :func:`seed_worker`)."""
-        self.rng = random.Random(seed)
+        """Set the base seed of the augmentations."""
+        self.seed = seed
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's augmentations (call before the loader's iterator is created)."""
+        self.epoch = epoch
+
+    def _sample_rng(self, index: int) -> random.Random:
+        """The generator for one item: a function of (seed, epoch, index) alone, so a clip is augmented the
+        same whichever worker or process loads it, and a resumed run repeats an uninterrupted one."""
+        return random.Random((self.seed << 80) | (self.epoch << 40) | index)
 
     @property
     def train(self) -> bool:
@@ -335,6 +346,7 @@ class VideoClipDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        self.rng = self._sample_rng(index)
         for _attempt in range(10):
             sample = self.samples[index]
             try:
@@ -527,20 +539,15 @@ def build_dataset(
 
 
 def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn``: seed Python, NumPy and the dataset's RNG from the worker's torch seed.
+    """``worker_init_fn``: seed Python and NumPy from the worker's torch seed.
 
     torch gives each worker ``base_seed + worker_id`` (base_seed drawn from the loader's generator), so
-    workers differ from each other and from one epoch to the next, and a seeded loader repeats.
+    workers differ from each other and from one epoch to the next, and a seeded loader repeats. (stnet's
+    own datasets do not need this: they draw every item's augmentation from (seed, epoch, index).)
     """
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    dataset = info.dataset if info is not None else None
-    while dataset is not None and not hasattr(dataset, "reseed"):
-        dataset = getattr(dataset, "dataset", None)  # Subset and similar wrappers
-    if dataset is not None:
-        dataset.reseed(seed)
 
 
 class ShardSampler(Sampler[int]):

@@ -163,6 +163,10 @@ def train_one_epoch(
 ) -> EpochStats:
     """One pass over ``loader``; the lr follows the schedule at every optimizer step."""
     model.train()
+    if cfg.freeze_bn:  # normalise with the running statistics; the affine weights still learn
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     steps = len(loader) // cfg.accumulate_steps
     progress = Progress(steps, f"epoch {epoch + 1}/{cfg.num_epochs}", dist.is_main)
     loss_sum = correct = clips = 0.0
@@ -326,10 +330,9 @@ def make_loader(
     else:
         dataset = Indexed(dataset)
         sampler = ShardSampler(len(dataset), dist.world_size, dist.rank)
-    epoch_seed = cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank
-    if cfg.workers == 0 and hasattr(dataset, "reseed"):
-        dataset.reseed(epoch_seed)  # loader workers are reseeded from the generator instead
-    generator = torch.Generator().manual_seed(epoch_seed)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)  # stnet datasets draw augmentations from (seed, epoch, index)
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank)
     return DataLoader(
         dataset,
         batch_size=batch_size or cfg.batch_size,
@@ -467,6 +470,10 @@ def fit(
     model = build_model(**cfg.model_kwargs())
     _load_initial_weights(model, cfg, say)
     if dist.enabled and cfg.sync_bn:
+        if device.type != "cuda":
+            raise TrainingError(
+                "sync_bn needs CUDA (PyTorch's SyncBatchNorm has no CPU version); drop --sync_bn"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     amp_dtype = autocast_dtype(cfg.precision, device)
     model = model.to(device)
@@ -561,9 +568,26 @@ def fit(
             _write_history(dirs.metrics, run.history)
             _log_epoch(writer, record, say)
         barrier(dist)
+    if dist.enabled:
+        _check_replicas(model, dist, device, say)
     if dist.is_main:
         _finish(dirs, run, writer, time.perf_counter() - started, say)
     return run
+
+
+def _check_replicas(
+    model: nn.Module, dist: DistInfo, device: torch.device, say: Callable[[str], None]
+) -> None:
+    """Every process must end with the same weights; a mismatch means gradients were not synchronised."""
+    with torch.no_grad():
+        digest = [
+            float(sum(p.double().sum() for p in model.parameters())),
+            float(sum(p.double().abs().sum() for p in model.parameters())),
+        ]
+    digests = all_gather_objects(digest, dist)
+    if any(d != digests[0] for d in digests):
+        raise TrainingError(f"the {dist.world_size} processes ended with different weights: {digests}")
+    say(f"parameters identical on all {dist.world_size} processes")
 
 
 def _tensorboard(directory: Path):

@@ -29,7 +29,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,19 @@ from stnet import clipstore
 from stnet.fileio import atomic_write_bytes
 from stnet.transforms import resized_size
 from stnet.video import DataError, is_video_file, iter_frames, open_video
+
+__all__ = [
+    "Job",
+    "Plan",
+    "Settings",
+    "convert_video",
+    "execute",
+    "main",
+    "plan_kinetics",
+    "plan_list",
+    "plan_ucf101",
+    "register_cli",
+]
 
 SPLITS = ("train", "val")
 REPORT = "prepare_report.json"
@@ -899,17 +912,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-__all__: Iterable[str] = [
-    "Job",
-    "Plan",
-    "Settings",
-    "convert_video",
-    "execute",
-    "main",
-    "plan_kinetics",
-    "plan_list",
-    "plan_ucf101",
-    "register_cli",
-]

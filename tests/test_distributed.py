@@ -1,0 +1,173 @@
+"""torchrun with 2 CPU processes (gloo): same weights on every rank, equal to one process with the same
+global batch, exact resume, and evaluation that counts every val video once."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stnet.checkpoint import load_checkpoint
+from stnet.clipstore import write_clip
+
+COMMON = [
+    "--depth",
+    "18",
+    "--T",
+    "2",
+    "--N",
+    "2",
+    "--target_size",
+    "32",
+    "--short_size",
+    "32",
+    "--dataset_type",
+    "kinetics400",
+    "--class_num",
+    "3",
+    "--workers",
+    "0",
+    "--precision",
+    "fp32",
+    "--lr",
+    "0.01",
+    "--deterministic",
+    "true",
+    "--eval_start_epoch",
+    "1",
+    "--num_epochs",
+    "2",
+    # batch statistics couple the clips of a batch, so 1 x 8 and 2 x 4 clips only compute the same
+    # gradient when BatchNorm uses its running statistics
+    "--freeze_bn",
+    "true",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """8 clip-store files of random frames (train) and 5 (val)."""
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(0)
+    for v in range(8):
+        jpegs = []
+        for _ in range(12):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, size=(32, 32, 3), dtype=np.uint8)).save(
+                buffer, format="JPEG"
+            )
+            jpegs.append(buffer.getvalue())
+        write_clip(root / f"v{v}.stclip", jpegs, (32, 32))
+    (root / "train.txt").write_text("".join(f"v{i}.stclip {i % 3}\n" for i in range(8)))
+    (root / "val.txt").write_text("".join(f"v{i}.stclip {i % 3}\n" for i in range(5)))
+    return root
+
+
+def run(args, nproc=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if nproc:
+        cmd = [
+            str(Path(sys.executable).parent / "torchrun"),
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "stnet",
+            *args,
+        ]
+    else:
+        cmd = [sys.executable, "-m", "stnet", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def weights(out):
+    return load_checkpoint(out / "checkpoints" / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def runs(dataset, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ddp")
+    single = run(
+        [
+            "train",
+            "--dataset_path",
+            str(dataset),
+            "--output_dir",
+            str(base / "single"),
+            "--batch_size",
+            "8",
+            *COMMON,
+        ]
+    )
+    ddp = run(
+        [
+            "train",
+            "--dataset_path",
+            str(dataset),
+            "--output_dir",
+            str(base / "ddp"),
+            "--batch_size",
+            "4",
+            *COMMON,
+        ],
+        nproc=2,
+    )
+    return base, single, ddp
+
+
+def test_two_processes_end_identical_and_match_one_process(runs):
+    base, single, ddp = runs
+    assert "× 2 processes" in ddp and "parameters identical on all 2 processes" in ddp
+    one, two = weights(base / "single"), weights(base / "ddp")
+    assert one["step"] == two["step"] == 2
+    for name, value in one["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(two["model"][name], value, atol=1e-5, rtol=1e-4, msg=name)
+    assert two["history"][-1]["val_videos"] == 5, "each val video counted once over both processes"
+    assert two["history"][-1]["val_top1"] == one["history"][-1]["val_top1"]
+    assert abs(two["history"][-1]["train_loss"] - one["history"][-1]["train_loss"]) < 1e-5
+
+
+def test_two_processes_resumed_equal_uninterrupted(runs, dataset):
+    base, _, _ = runs
+    out = base / "resumed"
+    run(
+        [
+            "train",
+            "--dataset_path",
+            str(dataset),
+            "--output_dir",
+            str(out),
+            "--batch_size",
+            "4",
+            *COMMON,
+            "--num_epochs",
+            "1",
+        ],
+        nproc=2,
+    )
+    text = run(
+        [
+            "train",
+            "--dataset_path",
+            str(dataset),
+            "--output_dir",
+            str(out),
+            "--batch_size",
+            "4",
+            *COMMON,
+            "--resume",
+            "auto",
+        ],
+        nproc=2,
+    )
+    assert "resumed from" in text
+    resumed, uninterrupted = weights(out), weights(base / "ddp")
+    for name, value in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][name], value), name
