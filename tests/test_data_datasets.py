@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stnet import prepare
+from stnet import cli
 from stnet.clipstore import ClipWriter
 from stnet.config import Config
 from stnet.datasets import (
@@ -305,8 +305,9 @@ def test_prepared_dataset_end_to_end(tmp_path: Path) -> None:
     write_video(tmp_path / "src" / "val" / "jump" / "b.avi", 36, codec="mpeg4")
     write_video(tmp_path / "src" / "train" / "run" / "c.avi", 29, codec="mpeg4")
     assert (
-        prepare.main(
+        cli.main(
             [
+                "prepare",
                 "list",
                 "--root",
                 str(tmp_path / "src"),

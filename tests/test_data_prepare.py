@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stnet import clipstore, prepare
+from stnet import cli, clipstore, prepare
 from videos import make_bad_files, read_barcode, write_video
 
 UCF_CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]  # classInd order; files say HandStandPushups
@@ -55,7 +55,7 @@ def ucf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(*argv: str) -> int:
-    return prepare.main([*argv, "--quiet"])
+    return cli.main(["prepare", *argv, "--quiet"])
 
 
 def _report(out: Path) -> dict:
@@ -431,7 +431,7 @@ def test_rerun_after_a_real_kill_mid_write(tmp_path: Path) -> None:
     script = f"""
 import sys, time
 from pathlib import Path
-from stnet import clipstore, prepare
+from stnet import cli, clipstore
 add_image = clipstore.ClipWriter.add_image
 def add_image_then_hang(self, image, quality=90):
     add_image(self, image, quality)
@@ -439,9 +439,9 @@ def add_image_then_hang(self, image, quality=90):
         Path({str(marker)!r}).write_text("10 frames written")
         time.sleep(120)
 clipstore.ClipWriter.add_image = add_image_then_hang
-sys.exit(prepare.main({argv!r}))
+sys.exit(cli.main(["prepare", *{argv!r}]))
 """
-    env = {**os.environ, "PYTHONPATH": str(Path(prepare.__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

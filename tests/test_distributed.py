@@ -122,7 +122,7 @@ def runs(dataset, tmp_path_factory):
 
 
 def test_two_processes_end_identical_and_match_one_process(runs):
-    base, single, ddp = runs
+    base, _single, ddp = runs
     assert "× 2 processes" in ddp and "parameters identical on all 2 processes" in ddp
     one, two = weights(base / "single"), weights(base / "ddp")
     assert one["step"] == two["step"] == 2

@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the .safetensors file to write")
     p.set_defaults(func=cmd_convert)
 
+    from stnet.prepare import register_cli as register_prepare
+
+    register_prepare(sub)
+
     p = sub.add_parser(
         "train",
         help="train StNet on a prepared dataset (torchrun -m stnet train ... for several processes)",

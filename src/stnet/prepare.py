@@ -47,7 +47,6 @@ __all__ = [
     "Settings",
     "convert_video",
     "execute",
-    "main",
     "plan_kinetics",
     "plan_list",
     "plan_ucf101",
@@ -896,19 +895,3 @@ def register_cli(subparsers: Any) -> None:
     )
     _common(li, 256)
     li.set_defaults(func=cmd_list)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``prepare`` on its own (``python -m stnet.prepare ucf101 ...``); errors are one line."""
-    parser = argparse.ArgumentParser(prog="stnet")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args, rest = parser.parse_known_args(["prepare", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args, rest)
-    except DataError as e:
-        print(f"stnet: error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
