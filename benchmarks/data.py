@@ -23,7 +23,7 @@ import av
 import numpy as np
 import torch
 
-from stnet import prepare
+from stnet import cli
 from stnet.clipstore import ClipReader
 from stnet.datasets import ClipSpec, Sample, VideoClipDataset
 
@@ -63,7 +63,7 @@ def run_prepare(src: Path, out: Path, short_side: int, workers: int) -> float:
     """Seconds ``stnet prepare list --folders`` takes on ``src``."""
     argv = ["list", "--root", str(src), "--folders", "--out", str(out), "--short-side", str(short_side)]
     start = time.perf_counter()
-    code = prepare.main([*argv, "--workers", str(workers), "--quiet"])
+    code = cli.main(["prepare", *argv, "--workers", str(workers), "--quiet"])
     if code != 0:
         raise RuntimeError("prepare failed")
     return time.perf_counter() - start

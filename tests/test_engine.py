@@ -189,3 +189,22 @@ def test_bf16_autocast_trains_and_keeps_batchnorm_statistics_fp32(tmp_path):
     assert state["model"]["bn1.running_var"].dtype == torch.float32
     assert state["model"]["conv1.weight"].dtype == torch.float32
     assert torch.isfinite(torch.tensor(state["history"][0]["train_loss"]))
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    """With BatchNorm on running statistics, 2 accumulated batches of 4 make the same step as one of 8."""
+    common = {"num_epochs": 1, "run_eval": False, "freeze_bn": True, "clip_grad_norm": 100.0}
+    fit(tiny_config(tmp_path / "big", batch_size=8, **common), ColourClips(16, 0), None, CLASSES, log=quiet)
+    fit(
+        tiny_config(tmp_path / "acc", batch_size=4, accumulate_steps=2, **common),
+        ColourClips(16, 0),
+        None,
+        CLASSES,
+        log=quiet,
+    )
+    big = load_checkpoint(tmp_path / "big" / "run" / "checkpoints" / "last.pt")
+    acc = load_checkpoint(tmp_path / "acc" / "run" / "checkpoints" / "last.pt")
+    assert big["step"] == acc["step"] == 2
+    for name, value in big["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(acc["model"][name], value, atol=1e-5, rtol=1e-4, msg=name)
