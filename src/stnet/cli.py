@@ -159,6 +159,10 @@ def cmd_eval(args: argparse.Namespace, rest: Sequence[str]) -> int:
     return 0
 
 
+def _add_config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stnet",
@@ -177,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the configuration a run would use: defaults, then the YAML file, then --key value "
         "overrides. Every key below is also a --key flag.",
     )
-    p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
+    _add_config_arg(p)
     p.add_argument(
         "--model-summary",
         "--model_summary",
@@ -210,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pkl / UCF101 frame layouts). Checkpoints, metrics.jsonl, TensorBoard logs and curves.png go to "
         "--output_dir. Every config key is a --key value flag.",
     )
-    p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
+    _add_config_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -220,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reference MindSpore StNet .ckpt with --xception full --stem_pool same) on every video of a split. "
         "Scores are softmax-averaged over the clips x crops views of each video.",
     )
-    p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
+    _add_config_arg(p)
     p.add_argument("--checkpoint", "--resume", dest="checkpoint", required=True, help="checkpoint or weights")
     p.add_argument("--split", choices=("train", "val"), default="val", help="split to evaluate (default val)")
     p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
@@ -237,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build the model of the config, optionally load weights into it, and run a forward and "
         "backward pass on a random clip of the configured shape. Any --key value override applies.",
     )
-    p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
+    _add_config_arg(p)
     p.add_argument("--weights", default=None, help="weight file to load first (any supported format)")
     p.add_argument("--batch", type=int, default=1, help="clips in the random batch (default 1)")
     p.set_defaults(func=cmd_check)

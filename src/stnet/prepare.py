@@ -29,7 +29,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -734,48 +734,35 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "command", "quiet")}
 
 
-def cmd_ucf101(args: argparse.Namespace, rest: Sequence[str]) -> int:
+def _run(args: argparse.Namespace, rest: Sequence[str], make_plan: Callable[[], Any]) -> int:
     _no_rest(rest)
     settings = _settings(args)
-    plan = plan_ucf101(Path(args.source), args.annotations, args.split, args.random_split, args.seed)
     return execute(
-        plan,
+        make_plan(),
         args.out,
         settings,
         workers=args.workers,
         strict=args.strict,
         progress=not args.quiet,
         options=_options(args),
+    )
+
+
+def cmd_ucf101(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    return _run(
+        args,
+        rest,
+        lambda: plan_ucf101(Path(args.source), args.annotations, args.split, args.random_split, args.seed),
     )
 
 
 def cmd_kinetics(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    _no_rest(rest)
-    settings = _settings(args)
-    plan = plan_kinetics(args.csv, Path(args.source), args.label_file)
-    return execute(
-        plan,
-        args.out,
-        settings,
-        workers=args.workers,
-        strict=args.strict,
-        progress=not args.quiet,
-        options=_options(args),
-    )
+    return _run(args, rest, lambda: plan_kinetics(args.csv, Path(args.source), args.label_file))
 
 
 def cmd_list(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    _no_rest(rest)
-    settings = _settings(args)
-    plan = plan_list(args.list or [], Path(args.root), args.folders, args.label_file)
-    return execute(
-        plan,
-        args.out,
-        settings,
-        workers=args.workers,
-        strict=args.strict,
-        progress=not args.quiet,
-        options=_options(args),
+    return _run(
+        args, rest, lambda: plan_list(args.list or [], Path(args.root), args.folders, args.label_file)
     )
 
 
