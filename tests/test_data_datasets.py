@@ -8,6 +8,7 @@ import pickle
 import random
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,8 +29,8 @@ from stnet.datasets import (
     build_loader,
     frame_files,
     read_reference_pickle,
-    set_epoch,
 )
+from stnet.distributed import DistInfo
 from stnet.sampling import kinetics_indices, ucf_indices
 from videos import barcode_frame, read_barcode, write_video
 
@@ -341,29 +342,53 @@ def _solid_dataset(tmp_path: Path, n: int, split: str) -> VideoClipDataset:
     return VideoClipDataset(samples, spec, split, seed=0)
 
 
+def _loader_config(**values: Any) -> Config:
+    return Config(**{"batch_size": 4, "workers": 2, "seed": 5, **values})
+
+
 def test_loader_is_seeded_and_reshuffles_per_epoch(tmp_path: Path) -> None:
     ds = _solid_dataset(tmp_path, 10, "train")
+    cfg = _loader_config()
 
-    def epoch(loader: torch.utils.data.DataLoader, number: int) -> list[torch.Tensor]:
-        set_epoch(loader, number)
+    def epoch(number: int) -> list[torch.Tensor]:
+        loader = build_loader(ds, cfg, DistInfo(), torch.device("cpu"), train=True, epoch=number)
+        assert not loader.pin_memory and loader.drop_last
         return [x for x, _ in loader]
 
-    a = build_loader(ds, 4, split="train", workers=2, seed=5, device="cpu")
-    b = build_loader(ds, 4, split="train", workers=2, seed=5, device="cpu")
-    assert a.persistent_workers and not a.pin_memory and a.drop_last
-    first = epoch(a, 0)
+    first = epoch(0)
     assert len(first) == 2 and first[0].shape == (4, 2, 3, 16, 16)  # 10 // 4 full batches
-    assert all(torch.equal(x, y) for x, y in zip(first, epoch(b, 0), strict=True))
-    second = epoch(a, 1)
+    assert all(torch.equal(x, y) for x, y in zip(first, epoch(0), strict=True))
+    second = epoch(1)
     assert not all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
-    assert all(torch.equal(x, y) for x, y in zip(second, epoch(b, 1), strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(second, epoch(1), strict=True))
 
 
 def test_val_loader_keeps_every_video_in_order(tmp_path: Path) -> None:
     ds = _solid_dataset(tmp_path, 7, "val")
-    loader = build_loader(ds, 3, split=Split.VAL, workers=0)
-    labels = torch.cat([y for _, y in loader]).tolist()
-    assert labels == [i % 3 for i in range(7)] and not loader.drop_last
+    loader = build_loader(
+        ds, _loader_config(batch_size=3, workers=0), DistInfo(), torch.device("cpu"), train=False
+    )
+    batches = list(loader)
+    assert torch.cat([index for index, *_ in batches]).tolist() == list(range(7))
+    assert (
+        torch.cat([y for _, _, y, _ in batches]).tolist() == [i % 3 for i in range(7)]
+        and not loader.drop_last
+    )
+
+
+def test_val_loader_shards_without_padding(tmp_path: Path) -> None:
+    ds = _solid_dataset(tmp_path, 7, "val")
+    cfg = _loader_config(batch_size=3, workers=0)
+    seen = [
+        torch.cat(
+            [
+                index
+                for index, *_ in build_loader(ds, cfg, DistInfo(rank, 2), torch.device("cpu"), train=False)
+            ]
+        )
+        for rank in range(2)
+    ]
+    assert sorted(torch.cat(seen).tolist()) == list(range(7))
 
 
 def test_shard_sampler_covers_every_index_once() -> None:
@@ -376,17 +401,19 @@ class _Draws(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 4
 
-    def __getitem__(self, index: int) -> tuple[float, float, float]:
-        return random.random(), float(np.random.rand()), float(torch.rand(()))
+    def __getitem__(self, index: int) -> tuple[int, float, float, float]:
+        return index, random.random(), float(np.random.rand()), float(torch.rand(()))
 
 
 def test_workers_get_distinct_reproducible_seeds() -> None:
-    def draws(seed: int) -> list[tuple[float, ...]]:
-        loader = build_loader(_Draws(), 1, split="val", workers=2, seed=seed)
-        return [tuple(float(v) for v in batch) for batch in loader]
+    def draws(seed: int, epoch: int = 0) -> dict[int, tuple[float, ...]]:
+        cfg = _loader_config(batch_size=1, seed=seed)
+        loader = build_loader(_Draws(), cfg, DistInfo(), torch.device("cpu"), train=True, epoch=epoch)
+        return {int(i): tuple(float(v) for v in rest) for i, *rest in loader}
 
     first = draws(3)
     assert first == draws(3)
-    # items 0 and 1 come from different workers: every generator differs between them
-    assert all(a != b for a, b in zip(first[0], first[1], strict=True))
-    assert first != draws(4)
+    # no two items draw the same numbers, whichever worker loads them
+    a, b = (first[i] for i in sorted(first)[:2])
+    assert all(x != y for x, y in zip(a, b, strict=True))
+    assert first != draws(4) and first != draws(3, epoch=1)

@@ -32,10 +32,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from stnet.clipstore import SUFFIX as CLIP_SUFFIX
 from stnet.clipstore import ClipReader, decode_jpeg
+from stnet.config import Config
+from stnet.distributed import DistInfo
 from stnet.sampling import RECIPES, frame_indices
 from stnet.transforms import (
     CROP_COUNTS,
@@ -57,13 +59,13 @@ __all__ = [
     "VideoClipDataset",
     "build_dataset",
     "build_loader",
+    "collate_eval",
     "detect_format",
     "frame_files",
     "read_classes",
     "read_list",
     "read_reference_pickle",
     "seed_worker",
-    "set_epoch",
 ]
 
 
@@ -566,60 +568,73 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.size, self.num_replicas))
 
 
+class Indexed(Dataset):
+    """Items ``(index, clip_or_views, label)`` for evaluation, which must know which video each score
+    belongs to; a video that cannot be read becomes ``(index, None, -1)`` and is counted, not fatal."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple:
+        try:
+            clip, label = self.dataset[index]
+        except (DataError, OSError) as e:
+            warnings.warn(f"unreadable, left out of evaluation: {e}", stacklevel=2)
+            return index, None, -1
+        return index, clip, label
+
+
+def collate_eval(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
+    """Batch the readable items; return ``(indices, clips or None, labels, unreadable indices)``."""
+    good = [it for it in items if it[1] is not None]
+    bad = [it[0] for it in items if it[1] is None]
+    if not good:
+        return torch.empty(0, dtype=torch.long), None, torch.empty(0, dtype=torch.long), bad
+    index, clips, labels = default_collate(good)
+    return index, clips, labels, bad
+
+
 def build_loader(
     dataset: Dataset,
-    batch_size: int,
+    cfg: Config,
+    dist: DistInfo,
+    device: torch.device,
     *,
-    split: Split | str,
-    workers: int = 0,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    distributed: bool | None = None,
-    drop_last: bool | None = None,
-    prefetch_factor: int | None = None,
+    train: bool,
+    epoch: int = 0,
+    batch_size: int | None = None,
 ) -> DataLoader:
-    """A DataLoader for ``dataset``: shuffled (train) or ordered (val), sharded across processes.
+    """A DataLoader for one epoch.
 
-    * ``distributed`` (default: whether torch.distributed is initialised) shards by rank; call
-      :func:`set_epoch` before every epoch so each one is shuffled differently (and reproducibly).
-    * ``drop_last`` defaults to True for train and False for val (no video left out of evaluation).
-    * workers are persistent, seeded by :func:`seed_worker`; ``pin_memory`` is on for a CUDA ``device``.
+    Training: shuffled by ``(seed, epoch)`` and split over processes (DistributedSampler), incomplete last
+    batch dropped. Evaluation: every video exactly once over all processes (rank r takes r, r+W, ...,
+    no padding), nothing dropped, items carry their index.
     """
-    split = Split.coerce(split)
-    train = split is Split.TRAIN
-    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if distributed and not initialised:
-        raise RuntimeError("distributed=True needs torch.distributed to be initialised first")
-    world, rank = (
-        (torch.distributed.get_world_size(), torch.distributed.get_rank())
-        if (initialised and distributed is not False)
-        else (1, 0)
-    )
-    sampler: Sampler[int]
-    if train:  # also when not distributed: set_epoch then gives every epoch a reproducible shuffle
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    if train:
+        sampler: Any = DistributedSampler(
+            dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed
+        )
+        sampler.set_epoch(epoch)
     else:
-        sampler = ShardSampler(len(dataset), world, rank)
-    pin = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
-    kwargs: dict[str, Any] = {}
-    if workers > 0:
-        kwargs.update(persistent_workers=True, worker_init_fn=seed_worker)
-        if prefetch_factor is not None:
-            kwargs["prefetch_factor"] = prefetch_factor
+        dataset = Indexed(dataset)
+        sampler = ShardSampler(len(dataset), dist.world_size, dist.rank)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)  # stnet datasets draw augmentations from (seed, epoch, index)
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank)
     return DataLoader(
         dataset,
-        batch_size=batch_size,
+        batch_size=batch_size or cfg.batch_size,
         sampler=sampler,
-        num_workers=workers,
-        pin_memory=pin,
-        drop_last=train if drop_last is None else drop_last,
-        generator=torch.Generator().manual_seed(seed),
-        **kwargs,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        drop_last=train,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        # fresh workers each epoch, seeded from (seed, epoch, rank): a resumed run then draws exactly
+        # the augmentations an uninterrupted one would have
+        persistent_workers=False,
+        collate_fn=None if train else collate_eval,
     )
-
-
-def set_epoch(loader: DataLoader, epoch: int) -> None:
-    """Tell the loader's sampler which epoch starts (reshuffles reproducibly; needed when distributed)."""
-    sampler = loader.sampler
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)

@@ -13,7 +13,6 @@ import os
 import random
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+from torch.utils.data import DataLoader, Dataset
 
 from stnet.checkpoint import (
     CheckpointDir,
@@ -34,12 +33,11 @@ from stnet.checkpoint import (
     set_rng_state,
 )
 from stnet.config import Config
-from stnet.datasets import ShardSampler, seed_worker
+from stnet.datasets import build_loader
 from stnet.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from stnet.metrics import EvalResult, ScoreAccumulator
 from stnet.model import build_model, to_channels_last
 from stnet.optim import base_lr, build_optimizer, lr_at, set_lr
-from stnet.video import DataError
 from stnet.weights import load_weights
 
 
@@ -273,83 +271,6 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------------------------------
-# Data loaders
-# ----------------------------------------------------------------------------------------------------
-
-
-class Indexed(Dataset):
-    """Items ``(index, clip_or_views, label)`` for evaluation, which must know which video each score
-    belongs to; a video that cannot be read becomes ``(index, None, -1)`` and is counted, not fatal."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple:
-        try:
-            clip, label = self.dataset[index]
-        except (DataError, OSError) as e:
-            warnings.warn(f"unreadable, left out of evaluation: {e}", stacklevel=2)
-            return index, None, -1
-        return index, clip, label
-
-
-def collate_eval(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
-    """Batch the readable items; return ``(indices, clips or None, labels, unreadable indices)``."""
-    good = [it for it in items if it[1] is not None]
-    bad = [it[0] for it in items if it[1] is None]
-    if not good:
-        return torch.empty(0, dtype=torch.long), None, torch.empty(0, dtype=torch.long), bad
-    index, clips, labels = default_collate(good)
-    return index, clips, labels, bad
-
-
-def make_loader(
-    dataset: Dataset,
-    cfg: Config,
-    dist: DistInfo,
-    device: torch.device,
-    *,
-    train: bool,
-    epoch: int = 0,
-    batch_size: int | None = None,
-) -> DataLoader:
-    """A DataLoader for one epoch.
-
-    Training: shuffled by ``(seed, epoch)`` and split over processes (DistributedSampler), incomplete last
-    batch dropped. Evaluation: every video exactly once over all processes (rank r takes r, r+W, ...,
-    no padding), nothing dropped, items carry their index.
-    """
-    if train:
-        sampler: Any = DistributedSampler(
-            dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed
-        )
-        sampler.set_epoch(epoch)
-    else:
-        dataset = Indexed(dataset)
-        sampler = ShardSampler(len(dataset), dist.world_size, dist.rank)
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)  # stnet datasets draw augmentations from (seed, epoch, index)
-    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size or cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        pin_memory=device.type == "cuda",
-        drop_last=train,
-        worker_init_fn=seed_worker,
-        generator=generator,
-        # fresh workers each epoch, seeded from (seed, epoch, rank): a resumed run then draws exactly
-        # the augmentations an uninterrupted one would have
-        persistent_workers=False,
-        collate_fn=None if train else collate_eval,
-    )
-
-
-# ----------------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------------
 
@@ -511,7 +432,7 @@ def fit(
     )
     started = time.perf_counter()
     for epoch in range(run.epoch, cfg.num_epochs):
-        loader = make_loader(train_set, cfg, dist, device, train=True, epoch=epoch)
+        loader = build_loader(train_set, cfg, dist, device, train=True, epoch=epoch)
 
         def on_step(_i: int, loss: float, current_lr: float) -> None:
             run.step += 1
@@ -546,7 +467,7 @@ def fit(
         if val_set is not None and should_evaluate(cfg, epoch + 1):
             result = evaluate(
                 model,
-                make_loader(val_set, cfg, dist, device, train=False),
+                build_loader(val_set, cfg, dist, device, train=False),
                 device=device,
                 dist=dist,
                 amp_dtype=amp_dtype,

@@ -12,9 +12,9 @@ from torch import nn
 
 from stnet.checkpoint import FORMAT
 from stnet.config import Config
-from stnet.datasets import build_dataset
+from stnet.datasets import build_dataset, build_loader
 from stnet.distributed import DistInfo
-from stnet.engine import autocast_dtype, evaluate, make_loader
+from stnet.engine import autocast_dtype, evaluate
 from stnet.fileio import atomic_write_bytes
 from stnet.metrics import EvalResult
 from stnet.model import build_model, to_channels_last
@@ -88,7 +88,7 @@ def run_eval(
     model = model.to(device)
     if cfg.channels_last:
         to_channels_last(model)
-    loader = make_loader(dataset, cfg, dist, device, train=False, batch_size=max(1, cfg.batch_size // views))
+    loader = build_loader(dataset, cfg, dist, device, train=False, batch_size=max(1, cfg.batch_size // views))
     result = evaluate(
         model,
         loader,
