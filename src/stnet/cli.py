@@ -110,32 +110,28 @@ def cmd_check(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
 def cmd_train(args: argparse.Namespace, rest: Sequence[str]) -> int:
     from stnet.datasets import build_dataset
-    from stnet.distributed import init_distributed, shutdown
+    from stnet.distributed import distributed_run
     from stnet.engine import fit
     from stnet.runtime import resolve_device
 
     cfg = _config_from(args, rest)
     train_set = build_dataset(cfg, "train")
     val_set = build_dataset(cfg, "val") if cfg.run_eval else None
-    dist = init_distributed(resolve_device(cfg.device))
-    try:
+    with distributed_run(resolve_device(cfg.device)) as dist:
         classes = train_set.classes or [str(i) for i in range(cfg.class_num)]
         fit(cfg, train_set, val_set, classes, dist=dist)
-    finally:
-        shutdown(dist)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace, rest: Sequence[str]) -> int:
     import json
 
-    from stnet.distributed import init_distributed, shutdown
+    from stnet.distributed import distributed_run
     from stnet.evaluation import run_eval
     from stnet.runtime import resolve_device
 
     cfg = _config_from(args, rest)
-    dist = init_distributed(resolve_device(cfg.device))
-    try:
+    with distributed_run(resolve_device(cfg.device)) as dist:
         outputs = run_eval(
             cfg,
             args.checkpoint,
@@ -145,8 +141,6 @@ def cmd_eval(args: argparse.Namespace, rest: Sequence[str]) -> int:
             out_dir=args.out,
             dist=dist,
         )
-    finally:
-        shutdown(dist)
     if not dist.is_main:
         return 0
     result = outputs.result

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,3 +75,13 @@ def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device) ->
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def distributed_run(device: torch.device) -> Iterator[DistInfo]:
+    """Join torchrun's process group (if launched by it) for the duration of a command."""
+    info = init_distributed(device)
+    try:
+        yield info
+    finally:
+        shutdown(info)
