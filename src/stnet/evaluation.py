@@ -7,10 +7,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from stnet.checkpoint import FORMAT
+from stnet.checkpoint import CheckpointError, load_checkpoint
 from stnet.config import Config
 from stnet.datasets import build_dataset, build_loader
 from stnet.distributed import DistInfo
@@ -26,13 +25,12 @@ MODEL_KEYS = ("depth", "class_num", "T", "N", "xception", "stem_pool", "dropout"
 def read_training_checkpoint(path: str | Path) -> dict | None:
     """The contents of an stnet training checkpoint (which carries its config), None for weight files."""
     with open(path, "rb") as f:
-        if f.read(2) != b"PK":
+        if f.read(2) != b"PK":  # not a torch zip archive: MindSpore .ckpt, safetensors, ...
             return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        return load_checkpoint(path)
+    except CheckpointError:
         return None
-    return state if isinstance(state, dict) and state.get("format") == FORMAT else None
 
 
 def model_for_checkpoint(path: str | Path, cfg: Config, log=print) -> tuple[nn.Module, Config]:

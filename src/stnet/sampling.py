@@ -32,7 +32,11 @@ RECIPES = ("ucf101", "kinetics400")
 UCF_RATE = 2  # the UCF recipe's frame_sample_rate: an N-frame clip spans a 2N-frame window
 
 
-def _check(num_frames: int, T: int, N: int, clip: int, num_clips: int) -> None:
+def _check(
+    num_frames: int, T: int, N: int, clip: int, num_clips: int, train: bool, rng: random.Random | None
+) -> None:
+    if train and rng is None:
+        raise ValueError("train sampling needs an rng")
     if num_frames < 1:
         raise DataError("the video has no frames")
     if T < 1 or N < 1:
@@ -57,9 +61,7 @@ def kinetics_indices(
     num_clips: int = 1,
 ) -> list[int]:
     """TSN segment sampling of the reference Kinetics loader (``video_loader``), with views for testing."""
-    _check(num_frames, T, N, clip, num_clips)
-    if train and rng is None:
-        raise ValueError("train sampling needs an rng")
+    _check(num_frames, T, N, clip, num_clips, train, rng)
     avg = num_frames // T
     out: list[int] = []
     for i in range(T):
@@ -98,9 +100,7 @@ def ucf_indices(
     num_clips: int = 1,
 ) -> list[int]:
     """The reference UCF101 sampling (``loadvideo_decord``) without its −1 index, with eval views."""
-    _check(num_frames, T, N, clip, num_clips)
-    if train and rng is None:
-        raise ValueError("train sampling needs an rng")
+    _check(num_frames, T, N, clip, num_clips, train, rng)
     seg_len = num_frames // T
     window = UCF_RATE * N
     out: list[int] = []
