@@ -17,6 +17,7 @@ from stnet import __version__
 from stnet.checkpoint import CheckpointError
 from stnet.config import Config, ConfigError, load_config
 from stnet.engine import TrainingError
+from stnet.export import ExportError
 from stnet.metrics import MetricsError
 from stnet.runtime import DeviceError
 from stnet.video import DataError
@@ -127,10 +128,10 @@ def cmd_eval(args: argparse.Namespace, rest: Sequence[str]) -> int:
     import json
 
     from stnet.distributed import distributed_run
-    from stnet.evaluation import run_eval
+    from stnet.evaluation import checkpoint_config, run_eval
     from stnet.runtime import resolve_device
 
-    cfg = _config_from(args, rest)
+    cfg = checkpoint_config(args.checkpoint, args.config, rest)
     with distributed_run(resolve_device(cfg.device)) as dist:
         outputs = run_eval(
             cfg,
@@ -151,6 +152,96 @@ def cmd_eval(args: argparse.Namespace, rest: Sequence[str]) -> int:
         print(result.reference_line(args.checkpoint))
         print(f"reports in {outputs.out_dir}: per_class.csv, confusion.png, scores.npz, eval.json")
     return 0
+
+
+def cmd_export(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    import dataclasses
+
+    from stnet.evaluation import checkpoint_config, model_for_checkpoint
+    from stnet.export import ModelInfo, class_names_for, export_model
+
+    cfg = checkpoint_config(args.checkpoint, args.config, rest)
+    model, cfg, classes = model_for_checkpoint(args.checkpoint, cfg)
+    if args.T is not None:  # T only sets the sampling: the weights do not depend on it
+        cfg = dataclasses.replace(cfg, T=args.T)
+    if args.size is not None and args.size != cfg.target_size:  # keep the crop/resize ratio of training
+        short = round(cfg.short_size * args.size / cfg.target_size)
+        cfg = dataclasses.replace(cfg, target_size=args.size, short_size=short)
+    info = ModelInfo.from_config(cfg, class_names_for(cfg, classes, args.classes))
+    report = export_model(model, info, args.out, args.format, tolerance=args.tolerance)
+    print(
+        f"wrote {report.path} ({report.fmt}, {report.size_bytes / 2**20:.1f} MiB): StNet-R{cfg.depth}, "
+        f"{info.num_classes} classes, input (batch, {'T' if info.dynamic_T else info.T}, {3 * info.N}, "
+        f"{info.size}, {info.size}) with T={info.T} by default, {info.recipe} sampling"
+    )
+    print(
+        f"verified: max |logit difference| to PyTorch = {report.max_abs_diff:.2e} "
+        f"(tolerance {args.tolerance:g})"
+    )
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    from pathlib import Path
+
+    from stnet.export import load_exported
+    from stnet.inference import run_infer
+
+    if rest:
+        raise UserError(f"unexpected arguments: {' '.join(rest)}")
+    runner = load_exported(args.model, args.threads)
+    out = Path(args.out) if args.out else Path(args.model).parent
+    report = run_infer(
+        runner,
+        args.dataset_path,
+        split=args.split,
+        clips=args.clips,
+        crops=args.crops,
+        batch_size=args.batch,
+        workers=args.workers,
+        out_dir=out,
+        model_name=args.model,
+    )
+    for line in report.lines:
+        print(line)
+    print(f"written to {report.out_dir / 'acc.log'} and infer.json")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    import json
+
+    from stnet.inference import open_model, predict
+
+    if rest and args.model is not None:
+        raise UserError(f"unexpected arguments: {' '.join(rest)} (config flags go with --checkpoint)")
+    if args.checkpoint is not None:
+        from stnet.evaluation import checkpoint_config
+
+        def make_config() -> Config:
+            return checkpoint_config(args.checkpoint, args.config, rest)
+    else:
+        make_config = None
+    runner = open_model(args.model, args.checkpoint, make_config, args.classes, args.threads)
+    failed = 0
+    for pred in predict(runner, args.videos, topk=args.topk, clips=args.clips, crops=args.crops):
+        if pred.error is not None:
+            failed += 1
+            print(f"stnet: error: {pred.error}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(pred.to_json()), flush=True)
+        elif pred.error is None:
+            print(pred.line(), flush=True)
+    if failed:
+        print(f"stnet: {failed} of the videos could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _add_views_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
+    p.add_argument(
+        "--crops", type=int, choices=(1, 3, 10), default=1, help="spatial crops per clip (default 1)"
+    )
 
 
 def _add_config_arg(p: argparse.ArgumentParser) -> None:
@@ -221,13 +312,74 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arg(p)
     p.add_argument("--checkpoint", "--resume", dest="checkpoint", required=True, help="checkpoint or weights")
     p.add_argument("--split", choices=("train", "val"), default="val", help="split to evaluate (default val)")
-    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
-    p.add_argument(
-        "--crops", type=int, choices=(1, 3, 10), default=1, help="spatial crops per clip (default 1)"
-    )
+    _add_views_args(p)
     p.add_argument("--out", default=None, help="report directory (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX (or torch.export .pt2 / TorchScript), verified against PyTorch",
+        description="Export a checkpoint to one self-describing file: class names, T, N, input size, "
+        "mean/std and the sampling recipe are embedded, so `stnet infer`/`stnet predict` (or your own "
+        "ONNX Runtime code) need nothing else. The export is run on random clips and compared with "
+        "PyTorch before it is written. Training checkpoints bring their own settings; for other weight "
+        "files give the model with --config/--key value (e.g. a reference MindSpore StNet: --depth 50 "
+        "--xception full --stem_pool same --class_num 400).",
+    )
+    _add_config_arg(p)
+    p.add_argument("--checkpoint", required=True, help="checkpoint or weights to export")
+    p.add_argument("--out", required=True, help="output file: .onnx, .pt2 or .ts")
+    p.add_argument(
+        "--format",
+        choices=("onnx", "pt2", "torchscript"),
+        default=None,
+        help="onnx (ONNX Runtime), pt2 (torch.export) or torchscript (libtorch/C++); default: from --out",
+    )
+    p.add_argument("--T", type=int, default=None, help="segments per clip (default: as trained)")
+    p.add_argument(
+        "--size", type=int, default=None, help="crop size (default: as trained; the resize scales along)"
+    )
+    p.add_argument("--classes", default=None, help="class names file ('<name> <index>' or one per line)")
+    p.add_argument(
+        "--tolerance", type=float, default=1e-4, help="largest allowed |logit difference| (default 1e-4)"
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "infer",
+        help="run an exported model over a prepared split: accuracy (reference acc.log line) and latency",
+        description="Run a model from `stnet export` with ONNX Runtime (or PyTorch for .pt2/.ts) over every "
+        "video of a split, with the same sampling as `stnet eval`. Prints and writes to OUT/acc.log the "
+        "reference's 'top1_correct=N, tot=M, acc=XX.XX%' line, top-5, and latency per clip.",
+    )
+    p.add_argument("--model", required=True, help="model file from stnet export")
+    p.add_argument("--dataset_path", "--dataset-path", required=True, help="prepared dataset folder")
+    p.add_argument("--split", choices=("train", "val"), default="val", help="split to run (default val)")
+    _add_views_args(p)
+    p.add_argument("--batch", type=int, default=1, help="videos per model call (default 1, as the reference)")
+    p.add_argument("--threads", type=int, default=None, help="threads of the runtime (default: all cores)")
+    p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    p.add_argument("--out", default=None, help="folder for acc.log, infer.json (default: the model's)")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser(
+        "predict",
+        help="classify video files: top-k class names with probabilities",
+        description="Decode each video (mp4, avi, mkv, webm, mov, ...; a folder is searched recursively), "
+        "sample it with the eval recipe and print its top-k classes. A file that cannot be read is "
+        "reported and the others go on; the exit status is 1 if any failed.",
+    )
+    _add_config_arg(p)
+    p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR", help="video files or folders")
+    p.add_argument("--model", default=None, help="model file from stnet export")
+    p.add_argument("--checkpoint", default=None, help="or: a checkpoint or weights file (runs in PyTorch)")
+    p.add_argument("--classes", default=None, help="class names file, for weights that do not carry them")
+    p.add_argument("--topk", type=int, default=5, help="classes to show per video (default 5)")
+    _add_views_args(p)
+    p.add_argument("--threads", type=int, default=None, help="threads of the runtime (default: all cores)")
+    p.add_argument("--json", action="store_true", help="one JSON object per video (JSON Lines)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
         "check",
@@ -262,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         CheckpointError,
         TrainingError,
         MetricsError,
+        ExportError,
         FileNotFoundError,
     ) as e:
         print(f"stnet: error: {e}", file=sys.stderr)

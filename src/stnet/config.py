@@ -411,10 +411,15 @@ def load_config(
     overrides: Mapping[str, Any] | Iterable[str] | None = None,
     *,
     warn: bool = True,
+    base: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Defaults ← YAML file ← overrides (a mapping, or ``--key value`` strings) → validated Config."""
+    """Defaults ← ``base`` ← YAML file ← overrides (a mapping, or ``--key value`` strings) → validated
+    Config. ``base`` is e.g. the config saved in a training checkpoint (keys unknown here are dropped)."""
     values: dict[str, Any] = {}
     ignored: list[str] = []
+    if base:
+        known = {f.name for f in dataclasses.fields(Config)}
+        apply_overrides(values, {k: v for k, v in base.items() if k in known}, ignored)
     if path:
         apply_overrides(values, read_yaml(resolve_config_path(str(path))), ignored)
     if overrides:

@@ -485,7 +485,7 @@ def fit(
         run.epoch = epoch + 1
         run.history.append(record)
         if dist.is_main:
-            _save(cfg, ckpts, run, model, optimizer, scaler, improved)
+            _save(cfg, ckpts, run, model, optimizer, scaler, improved, class_names)
             _write_history(dirs.metrics, run.history)
             _log_epoch(writer, record, say)
         barrier(dist)
@@ -519,7 +519,16 @@ def _tensorboard(directory: Path):
     return SummaryWriter(str(directory))
 
 
-def _save(cfg: Config, ckpts: CheckpointDir, run: RunState, model, optimizer, scaler, improved: bool) -> None:
+def _save(
+    cfg: Config,
+    ckpts: CheckpointDir,
+    run: RunState,
+    model,
+    optimizer,
+    scaler,
+    improved: bool,
+    class_names: list[str],
+) -> None:
     state = {
         "model": _unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -531,6 +540,7 @@ def _save(cfg: Config, ckpts: CheckpointDir, run: RunState, model, optimizer, sc
         "history": run.history,
         "rng": rng_state(),
         "config": cfg.to_dict(),
+        "classes": list(class_names),  # so export/predict can name the classes without the dataset
     }
     save_checkpoint(ckpts.last, state)
     if cfg.save_checkpoint and run.epoch % cfg.save_checkpoint_epochs == 0:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from stnet.checkpoint import CheckpointError, load_checkpoint
-from stnet.config import Config
+from stnet.config import Config, load_config
 from stnet.datasets import build_dataset, build_loader
 from stnet.distributed import DistInfo
 from stnet.engine import autocast_dtype, evaluate
@@ -33,10 +34,21 @@ def read_training_checkpoint(path: str | Path) -> dict | None:
         return None
 
 
-def model_for_checkpoint(path: str | Path, cfg: Config, log=print) -> tuple[nn.Module, Config]:
-    """The model a checkpoint holds. An stnet training checkpoint brings its own architecture (the
-    config's model keys are replaced by the checkpoint's); any other weight file is loaded into the
-    model ``cfg`` describes, and must be a whole StNet."""
+def checkpoint_config(checkpoint: str | Path, config: str | None, overrides: Sequence[str]) -> Config:
+    """The config to use a checkpoint with: defaults ← the training checkpoint's own config (if it is
+    one: its data settings, dataset_path, ...) ← the ``--config`` file ← ``--key value`` overrides."""
+    saved = read_training_checkpoint(checkpoint) if Path(checkpoint).is_file() else None
+    return load_config(config, list(overrides), base=saved["config"] if saved else None)
+
+
+def model_for_checkpoint(
+    path: str | Path, cfg: Config, log=print
+) -> tuple[nn.Module, Config, list[str] | None]:
+    """The model a checkpoint holds, the config it goes with, and its class names if it knows them.
+
+    An stnet training checkpoint brings its own architecture (the config's model keys are replaced by
+    the checkpoint's) and class names; any other weight file is loaded into the model ``cfg``
+    describes, and must be a whole StNet."""
     if not Path(path).is_file():
         raise WeightsError(f"checkpoint not found: {path}")
     saved = read_training_checkpoint(path)
@@ -48,13 +60,13 @@ def model_for_checkpoint(path: str | Path, cfg: Config, log=print) -> tuple[nn.M
             cfg = dataclasses.replace(cfg, **arch)
         model = build_model(**cfg.model_kwargs())
         model.load_state_dict(saved["model"])
-        return model, cfg
+        return model, cfg, saved.get("classes")
     model = build_model(**cfg.model_kwargs())
     if load_weights(model, path).kind != "stnet":
         raise WeightsError(
             f"{path} holds ImageNet backbone weights, not a trained StNet: nothing to evaluate"
         )
-    return model, cfg
+    return model, cfg, None
 
 
 @dataclass
@@ -80,7 +92,8 @@ def run_eval(
 
     dist = dist or DistInfo()
     device = process_device(resolve_device(cfg.device), dist)
-    model, cfg = model_for_checkpoint(checkpoint, cfg, log if dist.is_main else (lambda _m: None))
+    say = log if dist.is_main else (lambda _m: None)
+    model, cfg, ckpt_classes = model_for_checkpoint(checkpoint, cfg, say)
     dataset = build_dataset(cfg, split, test_views=(clips, crops) if (clips, crops) != (1, 1) else None)
     views = clips * crops
     model = model.to(device)
@@ -97,9 +110,8 @@ def run_eval(
     )
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{Path(checkpoint).stem}-{split}"
     if dist.is_main:
-        _write_reports(
-            result, dataset.classes or [str(i) for i in range(cfg.class_num)], out, split, checkpoint
-        )
+        classes = dataset.classes or ckpt_classes or [str(i) for i in range(cfg.class_num)]
+        _write_reports(result, classes, out, split, checkpoint)
     return EvalOutputs(result, out)
 
 

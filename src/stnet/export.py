@@ -1,0 +1,402 @@
+"""``stnet export``: a trained StNet as one self-describing file that runs without stnet's training code.
+
+Three formats:
+
+* ``onnx`` (opset 18, fp32): for ONNX Runtime anywhere (CPU, CUDA, mobile). Batch and T are dynamic axes.
+* ``pt2`` (``torch.export``): for PyTorch-only deployments, ``torch.export.load(path).module()``.
+* ``torchscript`` (``torch.jit.trace``): for libtorch (C++) deployments. PyTorch marks TorchScript as
+  deprecated, so prefer ``pt2`` unless C++ needs it.
+
+Every file carries :class:`ModelInfo` as JSON (ONNX metadata property ``stnet``; ``extra/stnet.json`` in
+the PyTorch archives): class names, T, N, crop size, resize, mean/std and the sampling recipe, so
+``stnet infer``/``stnet predict`` need nothing else. An export is verified before it is written: the
+file is run on random clips and compared with the PyTorch model; a difference above the tolerance
+writes nothing and raises :class:`ExportError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stnet import __version__
+from stnet.config import Config
+from stnet.fileio import atomic_write_bytes
+
+FORMATS = ("onnx", "pt2", "torchscript")
+SUFFIXES = {".onnx": "onnx", ".pt2": "pt2", ".ts": "torchscript", ".torchscript": "torchscript"}
+META_KEY = "stnet"
+META_FILE = "stnet.json"
+INPUT_NAME, OUTPUT_NAME = "clips", "logits"
+OPSET = 18
+RECIPES = {  # the eval sampling of stnet.sampling, for people who reimplement the preprocessing
+    "ucf101": "T equal segments; in each, N frames spread over a centred window of 2N frames "
+    "(stnet.sampling.ucf_indices); short side resized to short_size, centre crop size x size",
+    "kinetics400": "T equal segments; in each, N consecutive frames from its centre "
+    "(stnet.sampling.kinetics_indices); short side resized to short_size, centre crop size x size",
+}
+
+
+class ExportError(RuntimeError):
+    """An export that could not be made, or whose output does not match the PyTorch model."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a deployed model needs besides its weights: how to turn a video into its input, and the
+    names of its outputs. The input is float32 ``(batch, T, 3N, size, size)``, RGB, normalised."""
+
+    class_names: list[str]
+    T: int
+    N: int
+    size: int
+    short_size: int
+    mean: list[float]
+    std: list[float]
+    recipe: str
+    depth: int
+    xception: str = "depthwise"
+    stem_pool: str = "symmetric"
+    dynamic_T: bool = True
+    stnet_version: str = __version__
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def from_config(cls, cfg: Config, class_names: list[str]) -> ModelInfo:
+        return cls(
+            class_names=list(class_names),
+            T=cfg.T,
+            N=cfg.N,
+            size=cfg.target_size,
+            short_size=cfg.short_size,
+            mean=list(cfg.image_mean),
+            std=list(cfg.image_std),
+            recipe=cfg.dataset_type,
+            depth=cfg.depth,
+            xception=cfg.xception,
+            stem_pool=cfg.stem_pool,
+            dynamic_T=cfg.T > 1,
+        )
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["input"] = {
+            "name": INPUT_NAME,
+            "shape": ["batch", "T" if self.dynamic_T else self.T, 3 * self.N, self.size, self.size],
+            "layout": "B,T,3N,H,W: T segments of N consecutive RGB frames stacked on channels",
+            "dtype": "float32",
+            "normalise": "x = (pixel / 255 - mean) / std",
+        }
+        data["recipe_text"] = RECIPES.get(self.recipe, self.recipe)
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ModelInfo:
+        data = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def config(self, **overrides: Any) -> Config:
+        """A config whose data keys reproduce this model's evaluation input (for stnet's datasets)."""
+        values = {
+            "class_num": self.num_classes,
+            "T": self.T,
+            "N": self.N,
+            "target_size": self.size,
+            "short_size": self.short_size,
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+            "dataset_type": self.recipe,
+            "depth": self.depth,
+            "xception": self.xception,
+            "stem_pool": self.stem_pool,
+        }
+        return dataclasses.replace(Config(), **{**values, **overrides})
+
+
+def format_for(path: str | Path, fmt: str | None = None) -> str:
+    """The export format: ``fmt`` if given, else from the file's suffix (``.onnx``, ``.pt2``, ``.ts``)."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ExportError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ExportError(
+            f"cannot tell the format of {path}: name it .onnx, .pt2 or .ts, or pass --format "
+            f"{'|'.join(FORMATS)}"
+        )
+    return SUFFIXES[suffix]
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporters' progress prints, deprecation notes and the torchvision-op warnings."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _example(info: ModelInfo, batch: int, T: int | None = None, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, T or info.T, 3 * info.N, info.size, info.size, generator=g)
+
+
+def _dynamic_shapes(info: ModelInfo) -> dict[str, dict[int, Any]]:
+    dims: dict[int, Any] = {0: torch.export.Dim("batch", min=1, max=4096)}
+    if info.dynamic_T:
+        dims[1] = torch.export.Dim("T", min=2, max=1024)
+    return {"x": dims}
+
+
+def _onnx_bytes(model: nn.Module, info: ModelInfo) -> bytes:
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet_exporter():
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            model,
+            (_example(info, 2),),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=_dynamic_shapes(info),
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+        proto = onnx.load(str(path))  # pulls the weights in from the exporter's external-data file
+    proto.doc_string = f"StNet-R{info.depth}, {info.num_classes} classes; input {INPUT_NAME} (B,T,3N,H,W)"
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, info.to_json()
+    return proto.SerializeToString()
+
+
+def _pt2_bytes(model: nn.Module, info: ModelInfo) -> bytes:
+    buffer = io.BytesIO()
+    with _quiet_exporter():
+        program = torch.export.export(model, (_example(info, 2),), dynamic_shapes=_dynamic_shapes(info))
+        torch.export.save(program, buffer, extra_files={META_FILE: info.to_json()})
+    return buffer.getvalue()
+
+
+def _torchscript_bytes(model: nn.Module, info: ModelInfo) -> bytes:
+    buffer = io.BytesIO()
+    with _quiet_exporter():
+        traced = torch.jit.trace(model, _example(info, 2), check_trace=False)
+        torch.jit.save(traced, buffer, _extra_files={META_FILE: info.to_json()})
+    return buffer.getvalue()
+
+
+def export_bytes(model: nn.Module, info: ModelInfo, fmt: str) -> bytes:
+    """The serialised export of ``model`` (fp32, eval mode, on the CPU) in ``fmt``."""
+    model = model.float().cpu().eval()
+    build = {"onnx": _onnx_bytes, "pt2": _pt2_bytes, "torchscript": _torchscript_bytes}[fmt]
+    try:
+        return build(model, info)
+    except ExportError:
+        raise
+    except Exception as e:  # the exporters raise many types; the user needs one line and the cause
+        raise ExportError(f"the {fmt} exporter failed: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running an exported file (used by verification, `stnet infer` and `stnet predict`)
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Runner:
+    """An exported model ready to run: ``runner(clips)`` maps float32 (B,T,3N,H,W) to logits (B,K)."""
+
+    info: ModelInfo
+    fmt: str
+    run: Callable[[np.ndarray], np.ndarray]
+    backend: str
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        return self.run(np.ascontiguousarray(clips, dtype=np.float32))
+
+
+def _onnx_runner(data: bytes, threads: int | None) -> Runner:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    session = ort.InferenceSession(data, options, providers=providers)
+    meta = session.get_modelmeta().custom_metadata_map
+    if META_KEY not in meta:
+        raise ExportError("this ONNX model was not exported by stnet (it has no 'stnet' metadata)")
+    info = ModelInfo.from_json(meta[META_KEY])
+    name = session.get_inputs()[0].name
+
+    def run(clips: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: clips})[0]
+
+    return Runner(info, "onnx", run, f"onnxruntime {ort.__version__} {session.get_providers()[0]}")
+
+
+def _torch_runner(data: bytes, fmt: str, threads: int | None) -> Runner:
+    if threads:
+        torch.set_num_threads(threads)
+    extra = {META_FILE: ""}
+    with _quiet_exporter():
+        if fmt == "pt2":
+            module = torch.export.load(io.BytesIO(data), extra_files=extra).module()
+        else:
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+    if not extra[META_FILE]:
+        raise ExportError(f"this {fmt} file was not exported by stnet (it has no {META_FILE})")
+    info = ModelInfo.from_json(extra[META_FILE])
+
+    @torch.no_grad()
+    def run(clips: np.ndarray) -> np.ndarray:
+        return module(torch.from_numpy(clips)).numpy()
+
+    return Runner(info, fmt, run, f"torch {torch.__version__} {fmt}")
+
+
+def _sniff(data: bytes) -> str:
+    """``onnx``, ``pt2`` or ``torchscript`` from a file's contents (PyTorch archives are zip files)."""
+    if data[:2] != b"PK":
+        return "onnx"
+    import zipfile
+
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+    return "pt2" if any(n.endswith("/archive_format") for n in names) else "torchscript"
+
+
+def load_exported(path: str | Path, threads: int | None = None) -> Runner:
+    """Open a file written by ``stnet export`` (any format) for inference."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"model not found: {path}")
+    data = path.read_bytes()
+    fmt = _sniff(data)
+    try:
+        if fmt == "onnx":
+            return _onnx_runner(data, threads)
+        return _torch_runner(data, fmt, threads)
+    except ExportError as e:
+        raise ExportError(f"{path}: {e}") from None
+    except Exception as e:  # a damaged or foreign file: one line, not the runtime's traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{path} is not a readable stnet {fmt} model: {first}") from None
+
+
+def _runner_from_bytes(data: bytes, fmt: str) -> Runner:
+    return _onnx_runner(data, None) if fmt == "onnx" else _torch_runner(data, fmt, None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Verification and the whole export
+# ----------------------------------------------------------------------------------------------------
+
+
+def verify(runner: Runner, model: nn.Module, tolerance: float = 1e-4) -> float:
+    """The largest absolute logit difference between ``runner`` and ``model`` (fp32 PyTorch) on random
+    clips: batch 2 at T, and batch 1 at T+1 when T is dynamic. Raises ExportError above ``tolerance``."""
+    model = model.float().cpu().eval()
+    info = runner.info
+    shapes = [(2, info.T), (1, info.T + 1 if info.dynamic_T else info.T)]
+    worst = 0.0
+    for seed, (batch, T) in enumerate(shapes, 1):
+        x = _example(info, batch, T, seed=seed)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = runner(x.numpy())
+        if got.shape != expected.shape:
+            raise ExportError(
+                f"verification failed: the export gives logits of shape {got.shape} for input "
+                f"{tuple(x.shape)}, PyTorch {expected.shape}"
+            )
+        worst = max(worst, float(np.abs(got - expected).max()))
+    if not worst <= tolerance:
+        raise ExportError(
+            f"verification failed: the exported model differs from PyTorch by up to {worst:.3g} on the "
+            f"logits (tolerance {tolerance:g}); nothing was written"
+        )
+    return worst
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    fmt: str
+    info: ModelInfo
+    max_abs_diff: float
+    size_bytes: int
+
+
+def export_model(
+    model: nn.Module,
+    info: ModelInfo,
+    out: str | Path,
+    fmt: str | None = None,
+    *,
+    tolerance: float = 1e-4,
+) -> ExportReport:
+    """Export ``model`` described by ``info`` to ``out``, verify the result, then write it atomically."""
+    out = Path(out)
+    fmt = format_for(out, fmt)
+    data = export_bytes(model, info, fmt)
+    diff = verify(_runner_from_bytes(data, fmt), model, tolerance)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, data)
+    return ExportReport(out, fmt, info, diff, len(data))
+
+
+def class_names_for(
+    cfg: Config, from_checkpoint: list[str] | None, classes_file: str | Path | None = None
+) -> list[str]:
+    """Class names: ``classes_file`` (``<name> <index>`` lines, or one name per line), else the
+    checkpoint's, else the dataset's ``classes.txt``, else ``0 .. class_num-1``."""
+    from stnet.datasets import read_classes
+
+    if classes_file is not None:
+        path = Path(classes_file)
+        if not path.is_file():
+            raise ExportError(f"classes file not found: {path}")
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        names = (
+            read_classes(path)
+            if all(ln.rsplit(maxsplit=1)[-1].isdigit() and " " in ln for ln in lines)
+            else lines
+        )
+    elif from_checkpoint:
+        names = list(from_checkpoint)
+    elif cfg.dataset_path and (Path(cfg.dataset_path) / "classes.txt").is_file():
+        names = read_classes(Path(cfg.dataset_path) / "classes.txt")
+    else:
+        names = [str(i) for i in range(cfg.class_num)]
+    if len(names) != cfg.class_num:
+        raise ExportError(f"{len(names)} class names for a model with {cfg.class_num} classes")
+    return names

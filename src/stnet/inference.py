@@ -1,0 +1,256 @@
+"""``stnet infer`` (an exported model over a prepared split, with the reference's accuracy line and
+latency) and ``stnet predict`` (class probabilities for video files).
+
+Both read clips through the same datasets and eval sampling as ``stnet eval``; ``infer`` even runs the
+same evaluation loop (:func:`stnet.engine.evaluate`), so its accuracy equals ``stnet eval``'s of the
+checkpoint the file was exported from, up to the backend's numerical noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stnet.config import Config
+from stnet.datasets import ClipSpec, Sample, VideoClipDataset, build_dataset, build_loader
+from stnet.distributed import DistInfo
+from stnet.engine import evaluate
+from stnet.export import ExportError, ModelInfo, Runner, class_names_for
+from stnet.fileio import atomic_write_bytes
+from stnet.metrics import EvalResult, softmax
+from stnet.video import DataError, is_video_file
+
+ACC_LOG = "acc.log"
+
+
+# ----------------------------------------------------------------------------------------------------
+# A checkpoint as a Runner, so `predict` treats both the same
+# ----------------------------------------------------------------------------------------------------
+
+
+def checkpoint_runner(
+    checkpoint: str | Path, cfg: Config, classes_file: str | Path | None = None, log=print
+) -> Runner:
+    """Run a checkpoint (stnet training checkpoint, stnet weights or a reference MindSpore StNet) in
+    PyTorch fp32 on the configured device, described by the same :class:`ModelInfo` an export carries."""
+    from stnet.evaluation import model_for_checkpoint
+    from stnet.runtime import resolve_device
+
+    model, cfg, classes = model_for_checkpoint(checkpoint, cfg, log)
+    info = ModelInfo.from_config(cfg, class_names_for(cfg, classes, classes_file))
+    device = resolve_device(cfg.device)
+    model = model.to(device).eval()
+
+    @torch.no_grad()
+    def run(clips: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(clips).to(device)).float().cpu().numpy()
+
+    return Runner(info, "checkpoint", run, f"torch {torch.__version__} eager fp32 on {device}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# stnet infer
+# ----------------------------------------------------------------------------------------------------
+
+
+class _TimedRunner(nn.Module):
+    """A Runner as an ``nn.Module`` for :func:`stnet.engine.evaluate`, timing every call."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__()
+        self.runner = runner
+        self.per_clip_s: list[float] = []
+        self.clips = 0
+        self.seconds = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        clips = x.numpy()
+        start = time.perf_counter()
+        logits = self.runner(clips)
+        elapsed = time.perf_counter() - start
+        self.per_clip_s.append(elapsed / len(clips))
+        self.clips += len(clips)
+        self.seconds += elapsed
+        return torch.from_numpy(logits)
+
+
+@dataclass
+class Latency:
+    mean_ms: float
+    p50_ms: float
+    p99_ms: float
+    clips_per_s: float  # clips over model time alone
+    end_to_end_clips_per_s: float  # including reading and preprocessing
+
+    @classmethod
+    def measure(cls, timed: _TimedRunner, wall_s: float) -> Latency:
+        ms = np.asarray(timed.per_clip_s) * 1000
+        return cls(
+            float(ms.mean()),
+            float(np.percentile(ms, 50)),
+            float(np.percentile(ms, 99)),
+            timed.clips / timed.seconds,
+            timed.clips / wall_s,
+        )
+
+
+@dataclass
+class InferReport:
+    result: EvalResult
+    latency: Latency
+    lines: list[str]
+    out_dir: Path
+
+
+def accuracy_lines(result: EvalResult) -> list[str]:
+    """The reference's ``top1_correct=N, tot=M, acc=XX.XX%`` line, and the same for top-5."""
+    tot = result.num_videos
+    return [
+        f"top{k}_correct={round(acc * tot)}, tot={tot}, acc={100 * acc:.2f}%"
+        for k, acc in ((1, result.top1), (5, result.top5))
+    ]
+
+
+def _check_classes(dataset: VideoClipDataset, info: ModelInfo) -> None:
+    if dataset.classes is not None and dataset.classes != info.class_names:
+        differ = next(
+            i for i, (a, b) in enumerate(zip(dataset.classes, info.class_names, strict=True)) if a != b
+        )
+        raise DataError(
+            f"the dataset's classes differ from the model's (class {differ}: dataset "
+            f"{dataset.classes[differ]!r}, model {info.class_names[differ]!r}); labels would not match"
+        )
+
+
+def run_infer(
+    runner: Runner,
+    dataset_path: str | Path,
+    *,
+    split: str = "val",
+    clips: int = 1,
+    crops: int = 1,
+    batch_size: int = 1,
+    workers: int = 2,
+    out_dir: str | Path,
+    model_name: str = "model",
+) -> InferReport:
+    """Run ``runner`` over every video of ``split``; write ``acc.log`` and ``infer.json`` to ``out_dir``."""
+    info = runner.info
+    cfg = info.config(dataset_path=str(dataset_path), workers=workers, batch_size=batch_size)
+    views = (clips, crops)
+    dataset = build_dataset(cfg, split, test_views=views if views != (1, 1) else None)
+    _check_classes(dataset, info)
+    loader = build_loader(dataset, cfg, DistInfo(), torch.device("cpu"), train=False, batch_size=batch_size)
+    timed = _TimedRunner(runner)
+    warm = np.zeros((batch_size * clips * crops, info.T, 3 * info.N, info.size, info.size), np.float32)
+    runner(warm)  # the first call initialises the runtime: keep it out of the latency
+    start = time.perf_counter()
+    result = evaluate(timed, loader, device=torch.device("cpu"), dist=DistInfo(), desc=f"infer {split}")
+    latency = Latency.measure(timed, time.perf_counter() - start)
+    lines = [
+        *accuracy_lines(result),
+        f"latency per clip: mean {latency.mean_ms:.2f} ms, p50 {latency.p50_ms:.2f} ms, "
+        f"p99 {latency.p99_ms:.2f} ms; {latency.clips_per_s:.1f} clips/s in the model, "
+        f"{latency.end_to_end_clips_per_s:.1f} clips/s end to end",
+        f"{model_name} ({runner.backend}) on the {split} split of {dataset_path}: {result.num_videos} "
+        f"videos, {clips} clip(s) x {crops} crop(s) each, batch {batch_size}"
+        + (f"; {result.unreadable} unreadable videos left out" if result.unreadable else ""),
+    ]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / ACC_LOG, ("\n".join(lines) + "\n").encode())
+    summary = {
+        "model": model_name,
+        "backend": runner.backend,
+        "split": split,
+        **result.to_json(),
+        "latency_ms": {"mean": latency.mean_ms, "p50": latency.p50_ms, "p99": latency.p99_ms},
+        "clips_per_s": latency.clips_per_s,
+        "end_to_end_clips_per_s": latency.end_to_end_clips_per_s,
+        "batch_size": batch_size,
+    }
+    atomic_write_bytes(out / "infer.json", json.dumps(summary, indent=2).encode())
+    return InferReport(result, latency, lines, out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# stnet predict
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    video: Path
+    top: list[tuple[str, int, float]] | None = None  # (class name, index, probability), best first
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"video": str(self.video), "error": self.error}
+        return {
+            "video": str(self.video),
+            "top": [{"class": name, "index": i, "prob": round(p, 6)} for name, i, p in self.top or []],
+        }
+
+    def line(self) -> str:
+        return f"{self.video}: " + ", ".join(f"{name} {p:.3f}" for name, _i, p in self.top or [])
+
+
+def find_videos(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Each path given; for a directory, every video file under it (recursively, sorted)."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                yield from (Path(root) / f for f in sorted(files) if is_video_file(f))
+        else:
+            yield path
+
+
+def predict(
+    runner: Runner, paths: Iterable[str | Path], *, topk: int = 5, clips: int = 1, crops: int = 1
+) -> Iterator[Prediction]:
+    """Class probabilities (softmax averaged over clips × crops views) for every video of ``paths``.
+    A video that cannot be read yields a Prediction with ``error`` set; the others go on."""
+    info = runner.info
+    spec = ClipSpec.from_config(info.config())
+    views = (clips, crops) if (clips, crops) != (1, 1) else None
+    k = max(1, min(topk, info.num_classes))
+    for video in find_videos(paths):
+        if not video.is_file():
+            yield Prediction(video, error=f"{video}: no such file")
+            continue
+        dataset = VideoClipDataset([Sample(video, 0)], spec, "val", test_views=views)
+        try:
+            clip, _ = dataset[0]
+        except (DataError, OSError) as e:
+            yield Prediction(video, error=str(e) if str(video) in str(e) else f"{video}: {e}")
+            continue
+        batch = clip.numpy() if views else clip.numpy()[None]
+        probs = softmax(runner(batch)).mean(axis=0)
+        best = np.argsort(-probs, kind="stable")[:k]
+        yield Prediction(video, [(info.class_names[i], int(i), float(probs[i])) for i in best])
+
+
+def open_model(
+    model: str | None, checkpoint: str | None, cfg_factory, classes_file: str | None, threads: int | None
+) -> Runner:
+    """The Runner of ``--model`` (an export) or ``--checkpoint`` (with the config ``cfg_factory()``)."""
+    from stnet.export import load_exported
+
+    if (model is None) == (checkpoint is None):
+        raise ExportError("give exactly one of --model FILE (from stnet export) or --checkpoint FILE")
+    if model is not None:
+        return load_exported(model, threads)
+    if threads:
+        torch.set_num_threads(threads)
+    return checkpoint_runner(checkpoint, cfg_factory(), classes_file)
