@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from stnet import __version__
 from stnet.checkpoint import CheckpointError
 from stnet.config import Config, ConfigError, load_config
+from stnet.demo import DemoError
 from stnet.engine import TrainingError
 from stnet.export import ExportError
 from stnet.metrics import MetricsError
@@ -288,8 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the .safetensors file to write")
     p.set_defaults(func=cmd_convert)
 
+    from stnet.demo import register_cli as register_demo
     from stnet.prepare import register_cli as register_prepare
+    from stnet.synth import register_cli as register_synth
 
+    register_synth(sub)
     register_prepare(sub)
 
     p = sub.add_parser(
@@ -391,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="weight file to load first (any supported format)")
     p.add_argument("--batch", type=int, default=1, help="clips in the random batch (default 1)")
     p.set_defaults(func=cmd_check)
+
+    register_demo(sub)
     return parser
 
 
@@ -415,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         TrainingError,
         MetricsError,
         ExportError,
+        DemoError,
         FileNotFoundError,
     ) as e:
         print(f"stnet: error: {e}", file=sys.stderr)
