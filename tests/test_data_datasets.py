@@ -417,3 +417,11 @@ def test_workers_get_distinct_reproducible_seeds() -> None:
     a, b = (first[i] for i in sorted(first)[:2])
     assert all(x != y for x, y in zip(a, b, strict=True))
     assert first != draws(4) and first != draws(3, epoch=1)
+
+
+def test_ten_crop_testing_is_refused_without_flips(tmp_path) -> None:
+    spec = ClipSpec("kinetics400", 2, 2, 32, 36, flip=False)
+    samples = [Sample(tmp_path / "a.mp4", 0)]
+    with pytest.raises(DataError, match="10-crop testing adds mirrored crops"):
+        VideoClipDataset(samples, spec, "val", test_views=(1, 10))
+    assert VideoClipDataset(samples, spec, "val", test_views=(2, 3)).test_views == (2, 3)

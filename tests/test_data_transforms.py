@@ -86,3 +86,12 @@ def test_normalisation() -> None:
     for k in range(2):
         for c in range(3):
             assert torch.allclose(clip[0, 3 * k + c], torch.tensor((128 / 255 - mean[c]) / std[c]), atol=1e-6)
+
+
+def test_flip_false_never_mirrors_and_changes_nothing_else() -> None:
+    """For direction-dependent classes (left vs right): no flips, the same crops as with flips."""
+    with_flips = [train_plan("ucf101", (171, 128), 128, 112, random.Random(s)) for s in range(200)]
+    without = [train_plan("ucf101", (171, 128), 128, 112, random.Random(s), flip=False) for s in range(200)]
+    assert 60 < sum(p.flip for p in with_flips) < 140
+    assert not any(p.flip for p in without)
+    assert [(p.scaled, p.x, p.y) for p in with_flips] == [(p.scaled, p.x, p.y) for p in without]

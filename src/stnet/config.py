@@ -89,6 +89,11 @@ class Config:
     image_std: list[float] = _opt(
         [0.229, 0.224, 0.225], "RGB std used to normalise", low=0.0, low_open=True, group=DATA
     )
+    flip: bool = _opt(
+        True,
+        "random horizontal flips in training; false for classes that depend on direction (left vs right)",
+        group=DATA,
+    )
     workers: int = _opt(2, "data-loading worker processes", low=0, group=DATA)
 
     # --- training

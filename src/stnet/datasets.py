@@ -100,6 +100,7 @@ class ClipSpec:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     fixed_aspect: bool = False  # the reference's 4:3 group_scale instead of an aspect-keeping resize
+    flip: bool = True  # random horizontal flips in training (off for direction-dependent classes)
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -117,6 +118,7 @@ class ClipSpec:
             tuple(cfg.image_mean),
             tuple(cfg.image_std),
             fixed_aspect,
+            getattr(cfg, "flip", True),
         )
 
 
@@ -312,6 +314,10 @@ class VideoClipDataset(Dataset):
             clips, crops = test_views
             if clips < 1 or crops not in CROP_COUNTS:
                 raise ValueError(f"test_views must be (clips >= 1, crops in {CROP_COUNTS}), got {test_views}")
+            if crops == 10 and not spec.flip:
+                raise DataError(
+                    "10-crop testing adds mirrored crops, which flip: false rules out; use 3 crops"
+                )
         self.test_views = test_views
         self.classes = list(classes) if classes is not None else None
         self.bgr_frames = bgr_frames
@@ -379,7 +385,15 @@ class VideoClipDataset(Dataset):
         size = frame_size(views[0][0])
         if self.train:
             plans = [
-                train_plan(s.recipe, size, s.short_size, s.target_size, self.rng, fixed_aspect=s.fixed_aspect)
+                train_plan(
+                    s.recipe,
+                    size,
+                    s.short_size,
+                    s.target_size,
+                    self.rng,
+                    fixed_aspect=s.fixed_aspect,
+                    flip=s.flip,
+                )
             ]
         else:
             crops = self.test_views[1] if self.test_views else 1

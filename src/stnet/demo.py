@@ -149,6 +149,7 @@ def train_args(preset: Preset, depth: int, data: Path, run: Path, seed: int, T: 
         "--weight_decay", "0.0001",
         "--eval_start_epoch", str(preset.epochs),
         "--keep_checkpoint_max", "1",
+        "--flip", "false",  # a mirrored clip of "moves_left" shows "moves_right"
         "--seed", str(seed),
     ]  # fmt: skip
 

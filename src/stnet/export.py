@@ -70,6 +70,7 @@ class ModelInfo:
     depth: int
     xception: str = "depthwise"
     stem_pool: str = "symmetric"
+    flip: bool = True  # trained with mirrored clips: False means direction matters (no mirrored test crops)
     dynamic_T: bool = True
     stnet_version: str = __version__
 
@@ -91,6 +92,7 @@ class ModelInfo:
             depth=cfg.depth,
             xception=cfg.xception,
             stem_pool=cfg.stem_pool,
+            flip=cfg.flip,
             dynamic_T=cfg.T > 1,
         )
 
@@ -126,6 +128,7 @@ class ModelInfo:
             "depth": self.depth,
             "xception": self.xception,
             "stem_pool": self.stem_pool,
+            "flip": self.flip,
         }
         return dataclasses.replace(Config(), **{**values, **overrides})
 

@@ -70,8 +70,9 @@ def train_plan(
     rng: random.Random,
     *,
     fixed_aspect: bool = False,
+    flip: bool = True,
 ) -> CropPlan:
-    """A random plan: (UCF: scale jitter,) random crop, flip with probability 0.5."""
+    """A random plan: (UCF: scale jitter,) random crop, flip with probability 0.5 (if ``flip``)."""
     scaled = resized_size(*frame_size, short, fixed_aspect=fixed_aspect)
     if recipe == "ucf101":
         s = rng.uniform(*UCF_SCALE)
@@ -81,7 +82,8 @@ def train_plan(
     _fit(scaled, size)
     x = rng.randint(0, scaled[0] - size)
     y = rng.randint(0, scaled[1] - size)
-    return CropPlan(scaled, x, y, size, rng.random() < 0.5)
+    flipped = rng.random() < 0.5  # drawn either way, so ``flip`` changes nothing else
+    return CropPlan(scaled, x, y, size, flipped and flip)
 
 
 def eval_plans(
