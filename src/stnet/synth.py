@@ -86,6 +86,10 @@ CRF_SMALL = 12  # below 64 px objects move < 1 px per frame: at 17, x264 merges 
 SPEED = (1.0, 2.5)  # main-object speed, pixels per frame at 64 px
 RATE = (0.025, 0.04)  # main-object log-size change per frame
 SIZE = (0.14, 0.42)  # main-object diameter as a fraction of the frame: s_min, s_max
+BACKGROUND_CONTRAST = (15.0, 40.0)  # standard deviation of the background texture, grey levels
+NOISE = (2.0, 7.0)  # standard deviation of the per-frame pixel noise, grey levels
+COLOUR_DISTANCE = 110.0  # the main object's colour is at least this far (RGB) from the background's
+DISTRACTORS = (1, 3)
 DISTRACTOR_SIZE = (0.05, 0.09)
 DISTRACTOR_SPEED = 0.8  # stationary RMS speed per axis of the distractors' random walk, px/frame at 64 px
 DISTRACTOR_PERSISTENCE = 0.85  # AR(1) coefficient of a distractor's velocity
@@ -207,15 +211,17 @@ def sample_scene(motion: str, rng: np.random.Generator, size: int = 64, frames: 
     """Draw everything random about one video of class ``motion`` except the per-frame pixel noise."""
     _check_motion(motion)
     base = rng.uniform(40, 215, 3)
-    contrast = rng.uniform(15, 40)
+    contrast = rng.uniform(*BACKGROUND_CONTRAST)
     background = (base + contrast * _texture(rng, size)).astype(np.float32)
-    noise = float(rng.uniform(2, 7))
+    noise = float(rng.uniform(*NOISE))
     flicker = (1 + 0.02 * rng.standard_normal(frames)).astype(np.float32)
     shape = SHAPES[rng.integers(len(SHAPES))]
     angle = rng.uniform(0, 2 * math.pi)
-    colour = _colour_away_from(rng, base, 110)
+    colour = _colour_away_from(rng, base, COLOUR_DISTANCE)
     centre, radius = _main_path(motion, rng, size, frames)
-    distractors = [_distractor(rng, size, frames) for _ in range(int(rng.integers(1, 4)))]
+    distractors = [
+        _distractor(rng, size, frames) for _ in range(int(rng.integers(DISTRACTORS[0], DISTRACTORS[1] + 1)))
+    ]
     main = Sprite(shape, angle, colour, centre, radius)
     return Scene(motion, size, frames, background, noise, flicker, main, distractors)
 
