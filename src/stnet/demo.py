@@ -71,15 +71,15 @@ FULL = Preset(
 QUICK = Preset(
     name="quick",
     classes=("moves_left", "moves_right", "right_then_left", "left_then_right"),
-    per_class=40,
+    per_class=50,
     test_per_class=1,
-    size=48,
-    frames=32,
-    T=6,
+    size=64,
+    frames=48,
+    T=8,
     N=3,
-    epochs=6,
+    epochs=8,
     lr=0.01,
-    batch_size=8,
+    batch_size=16,
     warmup_epochs=1,
 )
 
