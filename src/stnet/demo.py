@@ -71,15 +71,15 @@ FULL = Preset(
 QUICK = Preset(
     name="quick",
     classes=("moves_left", "moves_right", "right_then_left", "left_then_right"),
-    per_class=50,
+    per_class=150,
     test_per_class=1,
-    size=64,
-    frames=48,
-    T=8,
+    size=48,
+    frames=24,
+    T=4,
     N=3,
-    epochs=8,
+    epochs=4,
     lr=0.01,
-    batch_size=16,
+    batch_size=8,
     warmup_epochs=1,
 )
 
