@@ -55,6 +55,15 @@ def test_render_video_shape() -> None:
     assert video.std() > 10  # not blank
 
 
+def test_encode_video_any_even_size(tmp_path: Path) -> None:
+    video = render_video("shrinks", np.random.default_rng(0), size=34, frames=16)  # 34/2 is odd
+    synth.encode_video(tmp_path / "v.mp4", video, crf=0)
+    decoded = _decode(tmp_path / "v.mp4").astype(np.float64).mean(-1)
+    assert decoded.shape == (16, 34, 34)
+    assert np.abs(decoded - video.astype(np.float64).mean(-1)).mean() < 3
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]  # no temporary file left
+
+
 def test_files_and_lists(dataset: Path) -> None:
     classes = (dataset / "classes.txt").read_text().splitlines()
     assert classes == [f"{name} {i}" for i, name in enumerate(MOTIONS)]
@@ -337,4 +346,4 @@ def test_single_frames_classify_at_chance_motion_does_not(videos: tuple) -> None
     for t in (0, FRAMES // 2):
         assert _nearest_class_mean_accuracy(_pooled(clips[:, t]), labels, train) < 2 * chance
         assert _nearest_class_mean_accuracy(_pooled(_saliency(clips[:, t])), labels, train) < 2 * chance
-    assert _nearest_class_mean_accuracy(_global_flow(clips), labels, train) > 3 * chance
+    assert _nearest_class_mean_accuracy(_global_flow(clips), labels, train) > 0.6  # measured: 0.91
