@@ -16,7 +16,7 @@ from stnet.export import ExportError, ModelInfo, export_model, load_exported, ve
 from stnet.inference import run_infer
 from stnet.metrics import load_npz
 from stnet.mindspore_ckpt import write_ckpt
-from videos import write_video
+from videos import write_colour_dataset, write_video
 
 CLASSES = ["red", "green", "blue"]
 TINY = [
@@ -51,29 +51,11 @@ TINY = [
 ]
 
 
-def colour_frames(label, n, rng):
-    frames = rng.integers(0, 90, size=(n, 48, 64, 3), dtype=np.uint8)
-    frames[..., label] += 150
-    return list(frames)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """3 classes of 16-frame mp4/avi clips told apart by their colour, with train/val lists."""
     root = tmp_path_factory.mktemp("colours")
-    rng = np.random.default_rng(0)
-    lines = {"train": [], "val": []}
-    for split, per_class in (("train", 4), ("val", 3)):
-        for label, name in enumerate(CLASSES):
-            for i in range(per_class):
-                suffix, codec = (".avi", "mpeg4") if i % 2 else (".mp4", "libx264")
-                rel = f"videos/{name}/{split}_{i}{suffix}"
-                write_video(root / rel, 16, codec=codec, frames=colour_frames(label, 16, rng))
-                lines[split].append(f"{rel} {label}")
-    for split, entries in lines.items():
-        (root / f"{split}.txt").write_text("\n".join(entries) + "\n")
-    (root / "classes.txt").write_text("".join(f"{name} {i}\n" for i, name in enumerate(CLASSES)))
-    return root
+    return write_colour_dataset(root, CLASSES, {"train": 4, "val": 3}, avi_too=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stnet.cli import main
-from videos import write_video
+from videos import write_colour_dataset
 
 CLASSES = ["red", "green", "blue"]
 TINY = [
@@ -39,28 +39,10 @@ TINY = [
 ]
 
 
-def colour_frames(label, n, rng):
-    frames = rng.integers(0, 90, size=(n, 48, 64, 3), dtype=np.uint8)
-    frames[..., label] += 150
-    return list(frames)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """3 classes of 16-frame mp4 clips told apart by their colour, with train/val lists."""
-    root = tmp_path_factory.mktemp("colours")
-    rng = np.random.default_rng(0)
-    lines = {"train": [], "val": []}
-    for split, per_class in (("train", 4), ("val", 2)):
-        for label, name in enumerate(CLASSES):
-            for i in range(per_class):
-                rel = f"videos/{name}/{split}_{i}.mp4"
-                write_video(root / rel, 16, frames=colour_frames(label, 16, rng))
-                lines[split].append(f"{rel} {label}")
-    for split, entries in lines.items():
-        (root / f"{split}.txt").write_text("\n".join(entries) + "\n")
-    (root / "classes.txt").write_text("".join(f"{name} {i}\n" for i, name in enumerate(CLASSES)))
-    return root
+    return write_colour_dataset(tmp_path_factory.mktemp("colours"), CLASSES, {"train": 4, "val": 2})
 
 
 @pytest.fixture(scope="module")

@@ -141,3 +141,31 @@ def make_bad_files(folder: str | os.PathLike, suffix: str = ".avi") -> dict[str,
     write_garbage_video(folder / "_garbage.avi")
     (folder / "_garbage.avi").rename(out["no_frames"])
     return out
+
+
+def colour_frames(label: int, n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``n`` noisy 48×64 RGB frames whose channel ``label`` is raised: a class any frame shows."""
+    frames = rng.integers(0, 90, size=(n, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frames[..., label] += 150
+    return list(frames)
+
+
+def write_colour_dataset(
+    root: str | os.PathLike, classes: Sequence[str], per_split: dict[str, int], *, avi_too: bool = False
+) -> Path:
+    """A `stnet prepare list`-style dataset of 16-frame clips told apart by their colour:
+    ``videos/<class>/<split>_<i>.mp4`` (every odd ``i`` an MPEG-4 ``.avi`` with ``avi_too``),
+    ``<split>.txt`` lists and ``classes.txt``."""
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    for split, per_class in per_split.items():
+        lines = []
+        for label, name in enumerate(classes):
+            for i in range(per_class):
+                suffix, codec = (".avi", "mpeg4") if avi_too and i % 2 else (".mp4", "libx264")
+                rel = f"videos/{name}/{split}_{i}{suffix}"
+                write_video(root / rel, 16, codec=codec, frames=colour_frames(label, 16, rng))
+                lines.append(f"{rel} {label}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("".join(f"{name} {i}\n" for i, name in enumerate(classes)))
+    return root

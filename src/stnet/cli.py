@@ -214,16 +214,14 @@ def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
     from stnet.inference import open_model, predict
 
-    if rest and args.model is not None:
-        raise UserError(f"unexpected arguments: {' '.join(rest)} (config flags go with --checkpoint)")
-    if args.checkpoint is not None:
-        from stnet.evaluation import checkpoint_config
-
-        def make_config() -> Config:
-            return checkpoint_config(args.checkpoint, args.config, rest)
-    else:
-        make_config = None
-    runner = open_model(args.model, args.checkpoint, make_config, args.classes, args.threads)
+    runner = open_model(
+        args.model,
+        args.checkpoint,
+        config=args.config,
+        overrides=rest,
+        classes_file=args.classes,
+        threads=args.threads,
+    )
     failed = 0
     for pred in predict(runner, args.videos, topk=args.topk, clips=args.clips, crops=args.crops):
         if pred.error is not None:

@@ -286,6 +286,12 @@ def read_classes(path: str | os.PathLike) -> list[str]:
 ViewChooser = Callable[[int], list[list[int]]]  # frame count -> indices of each view
 
 
+def eval_views(clips: int, crops: int) -> tuple[int, int] | None:
+    """The ``test_views`` argument for ``clips`` × ``crops`` views per video: None for one centre clip
+    (plain evaluation, one clip tensor per video)."""
+    return None if (clips, crops) == (1, 1) else (clips, crops)
+
+
 class VideoClipDataset(Dataset):
     """StNet clips from a list of samples (any mix of clip files, pickles, frame folders and videos).
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from stnet.checkpoint import CheckpointError, load_checkpoint
 from stnet.config import Config, load_config
-from stnet.datasets import build_dataset, build_loader
+from stnet.datasets import build_dataset, build_loader, eval_views
 from stnet.distributed import DistInfo
 from stnet.engine import autocast_dtype, evaluate
 from stnet.fileio import atomic_write_bytes
@@ -29,7 +29,7 @@ def read_training_checkpoint(path: str | Path) -> dict | None:
         if f.read(2) != b"PK":  # not a torch zip archive: MindSpore .ckpt, safetensors, ...
             return None
     try:
-        return load_checkpoint(path)
+        return load_checkpoint(path, mmap=True)  # read twice (config, then model): tensors read once
     except CheckpointError:
         return None
 
@@ -94,7 +94,7 @@ def run_eval(
     device = process_device(resolve_device(cfg.device), dist)
     say = log if dist.is_main else (lambda _m: None)
     model, cfg, ckpt_classes = model_for_checkpoint(checkpoint, cfg, say)
-    dataset = build_dataset(cfg, split, test_views=(clips, crops) if (clips, crops) != (1, 1) else None)
+    dataset = build_dataset(cfg, split, test_views=eval_views(clips, crops))
     views = clips * crops
     model = model.to(device)
     if cfg.channels_last:

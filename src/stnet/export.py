@@ -305,9 +305,7 @@ def load_exported(path: str | Path, threads: int | None = None) -> Runner:
     data = path.read_bytes()
     fmt = _sniff(data)
     try:
-        if fmt == "onnx":
-            return _onnx_runner(data, threads)
-        return _torch_runner(data, fmt, threads)
+        return _runner_from_bytes(data, fmt, threads)
     except ExportError as e:
         raise ExportError(f"{path}: {e}") from None
     except Exception as e:  # a damaged or foreign file: one line, not the runtime's traceback
@@ -315,8 +313,8 @@ def load_exported(path: str | Path, threads: int | None = None) -> Runner:
         raise ExportError(f"{path} is not a readable stnet {fmt} model: {first}") from None
 
 
-def _runner_from_bytes(data: bytes, fmt: str) -> Runner:
-    return _onnx_runner(data, None) if fmt == "onnx" else _torch_runner(data, fmt, None)
+def _runner_from_bytes(data: bytes, fmt: str, threads: int | None = None) -> Runner:
+    return _onnx_runner(data, threads) if fmt == "onnx" else _torch_runner(data, fmt, threads)
 
 
 # ----------------------------------------------------------------------------------------------------

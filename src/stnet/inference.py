@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from stnet.config import Config
-from stnet.datasets import ClipSpec, Sample, VideoClipDataset, build_dataset, build_loader
+from stnet.datasets import ClipSpec, Sample, VideoClipDataset, build_dataset, build_loader, eval_views
 from stnet.distributed import DistInfo
 from stnet.engine import evaluate
 from stnet.export import ExportError, ModelInfo, Runner, class_names_for
@@ -146,8 +146,7 @@ def run_infer(
     """Run ``runner`` over every video of ``split``; write ``acc.log`` and ``infer.json`` to ``out_dir``."""
     info = runner.info
     cfg = info.config(dataset_path=str(dataset_path), workers=workers, batch_size=batch_size)
-    views = (clips, crops)
-    dataset = build_dataset(cfg, split, test_views=views if views != (1, 1) else None)
+    dataset = build_dataset(cfg, split, test_views=eval_views(clips, crops))
     _check_classes(dataset, info)
     loader = build_loader(dataset, cfg, DistInfo(), torch.device("cpu"), train=False, batch_size=batch_size)
     timed = _TimedRunner(runner)
@@ -223,34 +222,43 @@ def predict(
     A video that cannot be read yields a Prediction with ``error`` set; the others go on."""
     info = runner.info
     spec = ClipSpec.from_config(info.config())
-    views = (clips, crops) if (clips, crops) != (1, 1) else None
     k = max(1, min(topk, info.num_classes))
     for video in find_videos(paths):
         if not video.is_file():
             yield Prediction(video, error=f"{video}: no such file")
             continue
-        dataset = VideoClipDataset([Sample(video, 0)], spec, "val", test_views=views)
+        dataset = VideoClipDataset([Sample(video, 0)], spec, "val", test_views=eval_views(clips, crops))
         try:
             clip, _ = dataset[0]
         except (DataError, OSError) as e:
             yield Prediction(video, error=str(e) if str(video) in str(e) else f"{video}: {e}")
             continue
-        batch = clip.numpy() if views else clip.numpy()[None]
+        batch = clip.numpy() if clip.ndim == 5 else clip.numpy()[None]  # views, or one clip
         probs = softmax(runner(batch)).mean(axis=0)
         best = np.argsort(-probs, kind="stable")[:k]
         yield Prediction(video, [(info.class_names[i], int(i), float(probs[i])) for i in best])
 
 
 def open_model(
-    model: str | None, checkpoint: str | None, cfg_factory, classes_file: str | None, threads: int | None
+    model: str | None,
+    checkpoint: str | None,
+    *,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    classes_file: str | None = None,
+    threads: int | None = None,
 ) -> Runner:
-    """The Runner of ``--model`` (an export) or ``--checkpoint`` (with the config ``cfg_factory()``)."""
+    """The Runner of ``--model`` (an export) or of ``--checkpoint`` (with ``--config`` and overrides)."""
+    from stnet.evaluation import checkpoint_config
     from stnet.export import load_exported
 
     if (model is None) == (checkpoint is None):
         raise ExportError("give exactly one of --model FILE (from stnet export) or --checkpoint FILE")
     if model is not None:
+        if overrides:
+            extra = " ".join(overrides)
+            raise ExportError(f"unexpected arguments: {extra} (config flags go with --checkpoint)")
         return load_exported(model, threads)
     if threads:
         torch.set_num_threads(threads)
-    return checkpoint_runner(checkpoint, cfg_factory(), classes_file)
+    return checkpoint_runner(checkpoint, checkpoint_config(checkpoint, config, overrides), classes_file)
