@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from stnet import __version__
 from stnet.checkpoint import CheckpointError
 from stnet.config import Config, ConfigError, load_config
+from stnet.bench import BenchError
 from stnet.demo import DemoError
 from stnet.engine import TrainingError
 from stnet.export import ExportError
@@ -287,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="the .safetensors file to write")
     p.set_defaults(func=cmd_convert)
 
+    from stnet.bench import register_cli as register_bench
     from stnet.demo import register_cli as register_demo
     from stnet.prepare import register_cli as register_prepare
     from stnet.synth import register_cli as register_synth
@@ -395,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     register_demo(sub)
+    register_bench(sub)
     return parser
 
 
@@ -420,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         MetricsError,
         ExportError,
         DemoError,
+        BenchError,
         FileNotFoundError,
     ) as e:
         print(f"stnet: error: {e}", file=sys.stderr)

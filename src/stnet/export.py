@@ -328,7 +328,7 @@ def verify(runner: Runner, model: nn.Module, tolerance: float = 1e-4) -> float:
     model = model.float().cpu().eval()
     info = runner.info
     shapes = [(2, info.T), (1, info.T + 1 if info.dynamic_T else info.T)]
-    worst = 0.0
+    worst = largest = 0.0
     for seed, (batch, T) in enumerate(shapes, 1):
         x = _example(info, batch, T, seed=seed)
         with torch.no_grad():
@@ -340,10 +340,17 @@ def verify(runner: Runner, model: nn.Module, tolerance: float = 1e-4) -> float:
                 f"{tuple(x.shape)}, PyTorch {expected.shape}"
             )
         worst = max(worst, float(np.abs(got - expected).max()))
+        largest = max(largest, float(np.abs(expected).max()))
     if not worst <= tolerance:
+        hint = ""
+        if largest > 0 and worst / largest < 1e-5:
+            hint = (
+                f" (the logits reach {largest:.3g}, so this is float rounding, {worst / largest:.1g} "
+                "relative: an untrained model? --tolerance accepts it)"
+            )
         raise ExportError(
             f"verification failed: the exported model differs from PyTorch by up to {worst:.3g} on the "
-            f"logits (tolerance {tolerance:g}); nothing was written"
+            f"logits (tolerance {tolerance:g}){hint}; nothing was written"
         )
     return worst
 
