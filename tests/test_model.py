@@ -153,3 +153,22 @@ def test_same_stem_pool_pads_after_not_before():
     np.testing.assert_array_equal(out[0, 0].numpy(), [[10, 11], [14, 15]])
     sym = build_model(num_classes=2, depth=18)._stem_pool(x)
     np.testing.assert_array_equal(sym[0, 0].numpy(), [[5, 7], [13, 15]])
+
+
+def test_frozen_compiled_inference_matches_eager():
+    from stnet.model import FrozenCompiled
+
+    torch.manual_seed(0)
+    model = build_model(num_classes=4, T=2, N=2, depth=18).eval()
+    for m in model.modules():  # non-trivial BN statistics, so folding them into the convs matters
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(3, 2, 6, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    got = FrozenCompiled(model)(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    for k, v in model.state_dict().items():  # freezing folds copies, the model's weights stay as they were
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)

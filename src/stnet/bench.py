@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stnet.model import StNet, to_channels_last
+from stnet.model import FrozenCompiled, StNet, to_channels_last
 
 # ----------------------------------------------------------------------------------------------------
 # What a run measures
@@ -264,9 +264,9 @@ def prepare_variant(model: nn.Module, variant: str, device: torch.device) -> tup
         dtype = fast_dtype(device) or torch.bfloat16
         to_channels_last(model)
     if variant.startswith("torch.compile"):
-        # One static graph per case: after a second input shape dynamo would switch to dynamic
-        # shapes, whose inductor lowering of StNet's Conv3d fails in torch 2.13.
-        model = torch.compile(model, dynamic=False)
+        # One static graph per case: dynamic shapes fail on StNet's Conv3d in torch 2.13. Inference
+        # freezes the weights (BatchNorm folded, oneDNN pre-packing), as `stnet eval --compile` does.
+        model = torch.compile(model, dynamic=False) if model.training else FrozenCompiled(model)
     return model, dtype
 
 

@@ -160,6 +160,12 @@ class Config:
     run_eval: bool = _opt(True, "evaluate on the val split during training", group=CKPT)
     eval_start_epoch: int = _opt(1, "first epoch evaluated", low=1, group=CKPT)
     eval_interval: int = _opt(1, "evaluate every this many epochs", low=1, group=CKPT)
+    compile: bool = _opt(
+        False,
+        "stnet eval: torch.compile with frozen weights (about 2x faster bf16 on CPUs with AMX; "
+        "compiling takes ~15 s per batch shape)",
+        group=CKPT,
+    )
 
     # --- runtime
     device: str = _opt("auto", "auto (CUDA if present), cpu, cuda or cuda:K", group=RUN)

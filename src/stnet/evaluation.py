@@ -17,7 +17,7 @@ from stnet.distributed import DistInfo
 from stnet.engine import autocast_dtype, evaluate
 from stnet.fileio import atomic_write_bytes
 from stnet.metrics import EvalResult
-from stnet.model import build_model, to_channels_last
+from stnet.model import FrozenCompiled, build_model, to_channels_last
 from stnet.weights import WeightsError, load_weights
 
 MODEL_KEYS = ("depth", "class_num", "T", "N", "xception", "stem_pool", "dropout")
@@ -99,6 +99,8 @@ def run_eval(
     model = model.to(device)
     if cfg.channels_last:
         to_channels_last(model)
+    if cfg.compile:
+        model = FrozenCompiled(model)
     loader = build_loader(dataset, cfg, dist, device, train=False, batch_size=max(1, cfg.batch_size // views))
     result = evaluate(
         model,
