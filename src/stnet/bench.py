@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import json
 import math
 import multiprocessing
@@ -120,6 +121,7 @@ QUICK = Plan(
     data_size=48,
     data_batch=4,
 )
+
 
 class BenchError(ValueError):
     """A bench run asked for something that does not exist."""
@@ -256,7 +258,9 @@ def fast_dtype(device: torch.device) -> torch.dtype | None:
     return autocast_dtype("auto", device)
 
 
-def prepare_variant(model: nn.Module, variant: str, device: torch.device) -> tuple[nn.Module, torch.dtype | None]:
+def prepare_variant(
+    model: nn.Module, variant: str, device: torch.device
+) -> tuple[nn.Module, torch.dtype | None]:
     """The module to call and its autocast dtype for a variant name."""
     model = model.to(device)
     dtype = None
@@ -327,7 +331,9 @@ def train_case(kind: str, plan: Plan, variant: str, size: int, batch: int, devic
         optimizer.zero_grad(set_to_none=True)
 
     times = time_calls(step, plan.steps, plan.warmup, device)
-    return asdict(_case("train", kind, plan, variant, size, batch, plan.T, times, flops, peak_memory_gib(device)))
+    return asdict(
+        _case("train", kind, plan, variant, size, batch, plan.T, times, flops, peak_memory_gib(device))
+    )
 
 
 def _case(
@@ -359,7 +365,9 @@ def _case(
     )
 
 
-def run_train_cases(plan: Plan, variants: Sequence[str], device: torch.device, say: Callable[[str], None]) -> list[Case]:
+def run_train_cases(
+    plan: Plan, variants: Sequence[str], device: torch.device, say: Callable[[str], None]
+) -> list[Case]:
     cases = []
     jobs = [("stnet", v) for v in variants] + [("tsn", FP32)]
     for size, batch in plan.train_cases:
@@ -378,7 +386,9 @@ def run_train_cases(plan: Plan, variants: Sequence[str], device: torch.device, s
     return cases
 
 
-def _torch_infer(model: nn.Module, x: torch.Tensor, variant: str, device: torch.device) -> Callable[[], object]:
+def _torch_infer(
+    model: nn.Module, x: torch.Tensor, variant: str, device: torch.device
+) -> Callable[[], object]:
     net, dtype = prepare_variant(model.eval(), variant, device)
     x = x.to(device)
     if dtype is not None:
@@ -418,14 +428,17 @@ def run_infer_cases(
     with tempfile.TemporaryDirectory() as tmp:
         for size in plan.infer_sizes:
             stnet = build("stnet", plan).eval()
-            flops = {kind: count_flops(build(kind, plan), example(kind, plan, 1, size)) for kind in ("stnet", "tsn")}
+            flops = {
+                kind: count_flops(build(kind, plan), example(kind, plan, 1, size))
+                for kind in ("stnet", "tsn")
+            }
             runner = _onnx_runner(stnet, plan, size, Path(tmp))
             for batch in plan.infer_batches:
                 x = example("stnet", plan, batch, size)
                 jobs: list[tuple[str, str, Callable[[], object]]] = [
                     ("stnet", v, _torch_infer(build("stnet", plan), x, v, device)) for v in variants
                 ]
-                jobs.append(("stnet", ONNX, lambda xs=x.numpy(), runner=runner: runner(xs)))
+                jobs.append(("stnet", ONNX, functools.partial(runner, x.numpy())))
                 tsn_x = example("tsn", plan, batch, size)
                 jobs.append(("tsn", FP32, _torch_infer(build("tsn", plan), tsn_x, FP32, device)))
                 for kind, variant, fn in jobs:
@@ -608,7 +621,9 @@ class Target:
     shown: str
 
 
-def _find(cases: list[Case], section: str, model_kind: str, size: int, batch: int | None = None) -> list[Case]:
+def _find(
+    cases: list[Case], section: str, model_kind: str, size: int, batch: int | None = None
+) -> list[Case]:
     return [
         c
         for c in cases
@@ -631,25 +646,51 @@ def targets(result: dict[str, Any]) -> list[Target]:
         fast = [c for c in stnet_train if FAST in c.variant] or stnet_train
         best = max(fast, key=lambda c: c.clips_per_s)
         ratio = best.clips_per_s / tsn_train[0].clips_per_s
-        out.append(Target(f"StNet training ({best.variant}) ÷ TSN fp32 training, {size} px", ratio, "≥ 1.5", ratio >= 1.5, f"{ratio:.2f}×"))
+        out.append(
+            Target(
+                f"StNet training ({best.variant}) ÷ TSN fp32 training, {size} px",
+                ratio,
+                "≥ 1.5",
+                ratio >= 1.5,
+                f"{ratio:.2f}×",
+            )
+        )
         share = max(c.gflops for c in stnet_train) / ceiling
-        out.append(Target("StNet training GFLOP/s ÷ matmul ceiling", share, "≥ 45 %", share >= 0.45, f"{share:.0%}"))
+        out.append(
+            Target("StNet training GFLOP/s ÷ matmul ceiling", share, "≥ 45 %", share >= 0.45, f"{share:.0%}")
+        )
     batch = max(result["plan"]["infer_batches"])
     stnet_infer = _find(cases, "infer", "stnet", size, batch)
     tsn_infer = _find(cases, "infer", "tsn", size, batch)
     if stnet_infer and tsn_infer:
         best = max(stnet_infer, key=lambda c: c.clips_per_s)
         ratio = best.clips_per_s / tsn_infer[0].clips_per_s
-        out.append(Target(f"StNet inference ({best.variant}) ÷ TSN fp32, {size} px batch {batch}", ratio, "≥ 2", ratio >= 2, f"{ratio:.2f}×"))
+        out.append(
+            Target(
+                f"StNet inference ({best.variant}) ÷ TSN fp32, {size} px batch {batch}",
+                ratio,
+                "≥ 2",
+                ratio >= 2,
+                f"{ratio:.2f}×",
+            )
+        )
         share = best.gflops / ceiling
-        out.append(Target("StNet inference GFLOP/s ÷ matmul ceiling", share, "≥ 55 %", share >= 0.55, f"{share:.0%}"))
+        out.append(
+            Target("StNet inference GFLOP/s ÷ matmul ceiling", share, "≥ 55 %", share >= 0.55, f"{share:.0%}")
+        )
     if "data" in result:
         wait = result["data"]["epoch"]["data_wait"]
-        out.append(Target("training epoch time spent waiting for data", wait, "< 5 %", wait < 0.05, f"{wait:.1%}"))
+        out.append(
+            Target("training epoch time spent waiting for data", wait, "< 5 %", wait < 0.05, f"{wait:.1%}")
+        )
     if "scaling" in result:
         for key, what in (("exponent_T", "T"), ("exponent_pixels", "pixels")):
             k = result["scaling"][key]
-            out.append(Target(f"inference cost ∝ {what}^k", k, "k ≈ 1 (0.85–1.15)", 0.85 <= k <= 1.15, f"k = {k:.2f}"))
+            out.append(
+                Target(
+                    f"inference cost ∝ {what}^k", k, "k ≈ 1 (0.85–1.15)", 0.85 <= k <= 1.15, f"k = {k:.2f}"
+                )
+            )
     return out
 
 
@@ -702,7 +743,8 @@ def render(result: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores ({isa}), {m['memory_gib'] or 0:.0f} GiB"
         + (f", {m['gpu']}" if "gpu" in m else ", no GPU")
         + f"; Python {m['python']}, torch {m['torch']}, onnxruntime {m.get('onnxruntime', '-')}, "
-        + f"{m['torch_threads']} torch threads. Command: `{result['command']}` ({result['seconds'] / 60:.1f} min).",
+        + f"{m['torch_threads']} torch threads. "
+        + f"Command: `{result['command']}` ({result['seconds'] / 60:.1f} min).",
         "",
         "**Ceiling** (best dense matmul):",
         "",
@@ -725,7 +767,9 @@ def render(result: dict[str, Any]) -> str:
             rows.append(row)
         header = ["model", "clip", "batch", "variant", "clips/s"]
         header += ["latency/clip p50 (ms)", "p99 (ms)"] if section == "infer" else []
-        header += ["GFLOP/clip", "GFLOP/s", "of ceiling"] + (["peak memory (GiB)"] if section == "train" else [])
+        header += ["GFLOP/clip", "GFLOP/s", "of ceiling"] + (
+            ["peak memory (GiB)"] if section == "train" else []
+        )
         lines += ["", f"**{title}**:", "", *_table(header, rows)]
     if "data" in result:
         d = result["data"]
@@ -735,19 +779,35 @@ def render(result: dict[str, Any]) -> str:
             f"{d['worker']['clips_per_s']:.0f} training clips/s from the clip store "
             f"({d['worker']['ms_per_clip']:.1f} ms/clip, {T}×{N} frames at {plan['data_size']} px). "
             f"A real `stnet train` epoch ({d['epoch']['clips']} clips, batch {d['epoch']['batch']}, "
-            f"{d['epoch']['workers']} workers, default precision) ran at {d['epoch']['clips_per_s']:.1f} clips/s "
+            f"{d['epoch']['workers']} workers, default precision) "
+            f"ran at {d['epoch']['clips_per_s']:.1f} clips/s "
             f"and waited for data {d['epoch']['data_wait']:.1%} of the time.",
         ]
     if "scaling" in result:
         s = result["scaling"]
         lines += ["", f"**Scaling** (inference, {s['variant']}, batch {s['batch']}, ms per clip):", ""]
-        lines += _table(["T", *(str(r["T"]) for r in s["by_T"]), "exponent"],
-                        [[f"{s['by_T'][0]['size']} px", *(f"{r['ms_per_clip']:.1f}" for r in s["by_T"]), f"{s['exponent_T']:.2f}"]])
+        lines += _table(
+            ["T", *(str(r["T"]) for r in s["by_T"]), "exponent"],
+            [
+                [
+                    f"{s['by_T'][0]['size']} px",
+                    *(f"{r['ms_per_clip']:.1f}" for r in s["by_T"]),
+                    f"{s['exponent_T']:.2f}",
+                ]
+            ],
+        )
         lines += [""]
-        lines += _table(["size", *(f"{r['size']}²" for r in s["by_size"]), "exponent (in pixels)"],
-                        [[f"T={T}", *(f"{r['ms_per_clip']:.1f}" for r in s["by_size"]), f"{s['exponent_pixels']:.2f}"]])
+        lines += _table(
+            ["size", *(f"{r['size']}²" for r in s["by_size"]), "exponent (in pixels)"],
+            [[f"T={T}", *(f"{r['ms_per_clip']:.1f}" for r in s["by_size"]), f"{s['exponent_pixels']:.2f}"]],
+        )
     rows = [[t.what, t.shown, t.goal, "yes" if t.met else "**no**"] for t in targets(result)]
-    lines += ["", "**Targets** (ratios within this run):", "", *_table(["target", "measured", "goal", "met"], rows)]
+    lines += [
+        "",
+        "**Targets** (ratios within this run):",
+        "",
+        *_table(["target", "measured", "goal", "met"], rows),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -773,7 +833,10 @@ def run_bench(
         plan = replace(plan, compile=compile)
     start = time.perf_counter()
     result: dict[str, Any] = {"machine": machine(), "plan": asdict(plan), "command": command, "cases": []}
-    say(f"stnet bench ({'quick' if quick else 'full'}) on {device}: StNet-R{plan.depth}, T={plan.T}, N={plan.N}")
+    say(
+        f"stnet bench ({'quick' if quick else 'full'}) on {device}: "
+        f"StNet-R{plan.depth}, T={plan.T}, N={plan.N}"
+    )
     if "ceiling" in sections or {"train", "infer"} & set(sections):
         ceiling: dict[str, Any] = {}
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
@@ -810,14 +873,16 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "wait of a real training epoch; cost vs T and input size. Prints markdown tables and the targets "
         "(ratios within the run). The full run takes 20-30 minutes on 2 CPU cores.",
     )
-    p.add_argument("--quick", action="store_true", help="a small model and tiny inputs: checks everything runs")
+    p.add_argument(
+        "--quick", action="store_true", help="a small model and tiny inputs: checks everything runs"
+    )
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     p.add_argument("--markdown", default=None, help="also write the markdown report to this file")
+    p.add_argument("--only", default=None, help=f"comma-separated sections to run (of {','.join(SECTIONS)})")
     p.add_argument(
-        "--only", default=None, help=f"comma-separated sections to run (of {','.join(SECTIONS)})"
-    )
-    p.add_argument(
-        "--compile", choices=("auto", "on", "off"), default="auto",
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
         help="torch.compile variants (auto: in the full run; they take minutes to compile)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (default auto)")

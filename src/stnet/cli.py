@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from stnet import __version__
+from stnet.bench import BenchError
 from stnet.checkpoint import CheckpointError
 from stnet.config import Config, ConfigError, load_config
-from stnet.bench import BenchError
 from stnet.demo import DemoError
 from stnet.engine import TrainingError
 from stnet.export import ExportError
