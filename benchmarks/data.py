@@ -16,47 +16,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
 
 from stnet import cli
+from stnet.bench import encode
+from stnet.bench import video_like_frames as synthetic_frames
 from stnet.clipstore import ClipReader
 from stnet.datasets import ClipSpec, Sample, VideoClipDataset
-
-
-def synthetic_frames(count: int, width: int = 320, height: int = 240, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([xx / width * 200, yy / height * 200, (xx + yy) / (width + height) * 255], axis=-1)
-    frames = []
-    for i in range(count):
-        cx, cy = (40 + 5 * i) % width, height / 2 + 60 * np.sin(i / 10)
-        disc = ((xx - cx) ** 2 + (yy - cy) ** 2 < 30**2)[..., None] * np.array([200.0, -80.0, -80.0])
-        noise = rng.normal(0, 6, (height, width, 1))
-        frames.append(np.clip(base + disc + noise, 0, 255).astype(np.uint8))
-    return frames
-
-
-def encode(path: Path, frames: list[np.ndarray], codec: str) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "23", "preset": "fast", "g": "250"}
-        else:
-            stream.bit_rate = 1_000_000
-            stream.codec_context.time_base = Fraction(1, 25)
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def run_prepare(src: Path, out: Path, short_side: int, workers: int) -> float:

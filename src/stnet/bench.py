@@ -476,8 +476,8 @@ def run_scaling(plan: Plan, device: torch.device, say: Callable[[str], None]) ->
         ms = 1000 * statistics.median(times) / plan.scale_batch
         rows.append({"T": T, "size": size, "ms_per_clip": ms})
         say(f"  scaling T={T} {size}px: {ms:.1f} ms/clip")
-    by_T = [r for r in rows[: len(plan.scale_T)]]
-    by_size = [r for r in rows[len(plan.scale_T) :]]
+    by_T = rows[: len(plan.scale_T)]
+    by_size = rows[len(plan.scale_T) :]
     return {
         "variant": variant,
         "batch": plan.scale_batch,
