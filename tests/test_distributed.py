@@ -123,7 +123,8 @@ def runs(dataset, tmp_path_factory):
 
 def test_two_processes_end_identical_and_match_one_process(runs):
     base, _single, ddp = runs
-    assert "× 2 processes" in ddp and "parameters identical on all 2 processes" in ddp
+    assert "× 2 processes" in ddp
+    assert "parameters and BatchNorm statistics identical on all 2 processes" in ddp
     one, two = weights(base / "single"), weights(base / "ddp")
     assert one["step"] == two["step"] == 2
     for name, value in one["model"].items():
@@ -171,3 +172,30 @@ def test_two_processes_resumed_equal_uninterrupted(runs, dataset):
     resumed, uninterrupted = weights(out), weights(base / "ddp")
     for name, value in uninterrupted["model"].items():
         assert torch.equal(resumed["model"][name], value), name
+
+
+@pytest.mark.parametrize("extra", [["--run_eval", "false"], ["--precise_bn", "1"]])
+def test_batchnorm_statistics_are_averaged_over_the_processes(dataset, tmp_path, extra):
+    """Without freeze_bn each process updates BatchNorm statistics from its own clips; every epoch ends
+    by averaging them (and precise BN averages what it recomputes), so rank 0 saves the average and the
+    processes agree; the run itself fails if they differ. Without validation nothing else (DDP's buffer
+    broadcast at the next forward) would make them agree."""
+    text = run(
+        [
+            "train",
+            "--dataset_path",
+            str(dataset),
+            "--output_dir",
+            str(tmp_path),
+            "--batch_size",
+            "4",
+            *COMMON[: COMMON.index("--num_epochs")],  # without the epochs and freeze_bn
+            "--num_epochs",
+            "1",
+            *extra,
+        ],
+        nproc=2,
+    )
+    assert "parameters and BatchNorm statistics identical on all 2 processes" in text
+    record = weights(tmp_path)["history"][-1]
+    assert record.get("precise_bn_batches", 0) == (1 if "--precise_bn" in extra else 0)

@@ -139,6 +139,13 @@ class Config:
         "BatchNorm uses and keeps its running statistics while training (for tiny batches)",
         group=TRAIN,
     )
+    precise_bn: int = _opt(
+        0,
+        "before each evaluation, recompute BatchNorm statistics as the average over this many "
+        "training batches (0 = off; helps small batches and short runs)",
+        low=0,
+        group=TRAIN,
+    )
     pre_res50: str = _opt(
         "", "ImageNet ResNet weights to initialise the backbone (any supported format)", group=TRAIN
     )
@@ -191,6 +198,10 @@ class Config:
         if self.warmup_epochs >= self.num_epochs:
             raise ConfigError(
                 f"warmup_epochs {self.warmup_epochs} must be below num_epochs {self.num_epochs}"
+            )
+        if self.precise_bn and self.freeze_bn:
+            raise ConfigError(
+                "precise_bn recomputes the BatchNorm statistics that freeze_bn keeps fixed: set one of them"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -72,6 +72,15 @@ def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device) ->
     return t.tolist()
 
 
+def all_reduce_mean_(tensors: list[torch.Tensor], info: DistInfo) -> None:
+    """Replace each tensor by its mean over the processes, in place."""
+    if not info.enabled:
+        return
+    for t in tensors:
+        dist.all_reduce(t)
+        t.div_(info.world_size)
+
+
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -8,6 +8,7 @@ Read top to bottom: :func:`fit` sets up the model, optimiser and checkpoints, th
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -34,7 +35,7 @@ from stnet.checkpoint import (
 )
 from stnet.config import Config
 from stnet.datasets import build_loader
-from stnet.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
+from stnet.distributed import DistInfo, all_gather_objects, all_reduce_mean_, all_reduce_sum, barrier
 from stnet.metrics import EvalResult, ScoreAccumulator
 from stnet.model import build_model, to_channels_last
 from stnet.optim import base_lr, build_optimizer, lr_at, set_lr
@@ -224,6 +225,68 @@ def train_one_epoch(
     return EpochStats(
         loss_sum / clips, correct / clips, int(clips), seconds, waited / dist.world_size / seconds, lrs
     )
+
+
+@torch.no_grad()
+def recompute_bn_stats(
+    model: nn.Module,
+    loader: Iterable,
+    batches: int,
+    *,
+    device: torch.device,
+    dist: DistInfo,
+    amp_dtype: torch.dtype | None = None,
+) -> int:
+    """Set every BatchNorm's running mean and variance to the average of its batch statistics over
+    ``batches`` training batches (PySlowFast's "precise BN"); returns the batches used.
+
+    A running average with momentum 0.1 trails weights that are still moving, so early or small-batch
+    evaluations can sit near chance while training accuracy is high; recomputing the statistics under
+    the current weights removes that lag. Parameters and the training state are untouched.
+    """
+    net = _unwrap(model)
+    bns = _batchnorms(net)
+    if not bns or batches <= 0:
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    was_training = net.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches that follow
+    net.train()
+    used = 0
+    try:
+        for x, _y in itertools.islice(loader, batches):
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                net(x.to(device, non_blocking=True))
+            used += 1
+    finally:
+        for bn, momentum in zip(bns, momenta, strict=True):
+            bn.momentum = momentum
+        net.train(was_training)
+    sync_bn_stats(net, dist)
+    return used
+
+
+def sync_bn_stats(model: nn.Module, dist: DistInfo) -> None:
+    """Average the BatchNorm running statistics over the processes.
+
+    Each process updates them from its own batches, so without this the processes would evaluate (and
+    rank 0 would save) statistics of a single process's last batches.
+    """
+    bns = _batchnorms(_unwrap(model))
+    with torch.no_grad():
+        all_reduce_mean_([t for bn in bns for t in (bn.running_mean, bn.running_var)], dist)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
 
 
 @torch.no_grad()
@@ -464,7 +527,17 @@ def fit(
             "epoch_seconds": stats.seconds,
         }
         improved = False
+        sync_bn_stats(model, dist)  # what is evaluated and saved: the processes' average
         if val_set is not None and should_evaluate(cfg, epoch + 1):
+            if cfg.precise_bn:
+                record["precise_bn_batches"] = recompute_bn_stats(
+                    model,
+                    build_loader(train_set, cfg, dist, device, train=True, epoch=epoch),
+                    cfg.precise_bn,
+                    device=device,
+                    dist=dist,
+                    amp_dtype=amp_dtype,
+                )
             result = evaluate(
                 model,
                 build_loader(val_set, cfg, dist, device, train=False),
@@ -499,16 +572,20 @@ def fit(
 def _check_replicas(
     model: nn.Module, dist: DistInfo, device: torch.device, say: Callable[[str], None]
 ) -> None:
-    """Every process must end with the same weights; a mismatch means gradients were not synchronised."""
+    """Every process must end with the same weights and BatchNorm statistics; a mismatch means gradients
+    (or the statistics, which every epoch averages) were not synchronised."""
+    stats = [t for bn in _batchnorms(_unwrap(model)) for t in (bn.running_mean, bn.running_var)]
     with torch.no_grad():
-        digest = [
-            float(sum(p.double().sum() for p in model.parameters())),
-            float(sum(p.double().abs().sum() for p in model.parameters())),
-        ]
+        digest = {
+            what: (float(sum(t.double().sum() for t in ts)), float(sum(t.double().abs().sum() for t in ts)))
+            for what, ts in (("weights", list(model.parameters())), ("BatchNorm statistics", stats))
+        }
     digests = all_gather_objects(digest, dist)
-    if any(d != digests[0] for d in digests):
-        raise TrainingError(f"the {dist.world_size} processes ended with different weights: {digests}")
-    say(f"parameters identical on all {dist.world_size} processes")
+    for what in digest:
+        if any(d[what] != digests[0][what] for d in digests):
+            sums = [d[what][0] for d in digests]
+            raise TrainingError(f"the {dist.world_size} processes ended with different {what} (sums {sums})")
+    say(f"parameters and BatchNorm statistics identical on all {dist.world_size} processes")
 
 
 def _tensorboard(directory: Path):
