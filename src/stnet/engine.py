@@ -274,9 +274,8 @@ def sync_bn_stats(model: nn.Module, dist: DistInfo) -> None:
     Each process updates them from its own batches, so without this the processes would evaluate (and
     rank 0 would save) statistics of a single process's last batches.
     """
-    bns = _batchnorms(_unwrap(model))
     with torch.no_grad():
-        all_reduce_mean_([t for bn in bns for t in (bn.running_mean, bn.running_var)], dist)
+        all_reduce_mean_(_bn_statistics(model), dist)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -287,6 +286,11 @@ def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [
         m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
     ]
+
+
+def _bn_statistics(model: nn.Module) -> list[torch.Tensor]:
+    """The running means and variances of every BatchNorm (DDP-wrapped or not)."""
+    return [t for bn in _batchnorms(_unwrap(model)) for t in (bn.running_mean, bn.running_var)]
 
 
 @torch.no_grad()
@@ -574,7 +578,7 @@ def _check_replicas(
 ) -> None:
     """Every process must end with the same weights and BatchNorm statistics; a mismatch means gradients
     (or the statistics, which every epoch averages) were not synchronised."""
-    stats = [t for bn in _batchnorms(_unwrap(model)) for t in (bn.running_mean, bn.running_var)]
+    stats = _bn_statistics(model)
     with torch.no_grad():
         digest = {
             what: (float(sum(t.double().sum() for t in ts)), float(sum(t.double().abs().sum() for t in ts)))
