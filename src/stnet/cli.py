@@ -160,7 +160,7 @@ def cmd_export(args: argparse.Namespace, rest: Sequence[str]) -> int:
     import dataclasses
 
     from stnet.evaluation import checkpoint_config, model_for_checkpoint
-    from stnet.export import ModelInfo, class_names_for, export_model
+    from stnet.export import ModelInfo, calibration_clips, class_names_for, export_model
 
     cfg = checkpoint_config(args.checkpoint, args.config, rest)
     model, cfg, classes = model_for_checkpoint(args.checkpoint, cfg)
@@ -170,16 +170,36 @@ def cmd_export(args: argparse.Namespace, rest: Sequence[str]) -> int:
         short = round(cfg.short_size * args.size / cfg.target_size)
         cfg = dataclasses.replace(cfg, target_size=args.size, short_size=short)
     info = ModelInfo.from_config(cfg, class_names_for(cfg, classes, args.classes))
-    report = export_model(model, info, args.out, args.format, tolerance=args.tolerance)
+    calibration = None
+    if args.quantize == "int8":
+        data = args.calibration or cfg.dataset_path
+        if not data:
+            raise UserError("--quantize int8 needs clips to calibrate on: pass --calibration DATASET_DIR")
+        calibration = calibration_clips(info, data, args.calibration_split, args.calibration_clips)
+    report = export_model(
+        model,
+        info,
+        args.out,
+        args.format,
+        tolerance=args.tolerance,
+        calibration=calibration,
+        min_agreement=args.min_agreement,
+    )
     print(
-        f"wrote {report.path} ({report.fmt}, {report.size_bytes / 2**20:.1f} MiB): StNet-R{cfg.depth}, "
+        f"wrote {report.path} ({report.fmt} {report.info.precision}, {report.size_bytes / 2**20:.1f} MiB): "
+        f"StNet-R{cfg.depth}, "
         f"{info.num_classes} classes, input (batch, {'T' if info.dynamic_T else info.T}, {3 * info.N}, "
         f"{info.size}, {info.size}) with T={info.T} by default, {info.recipe} sampling"
     )
     print(
         f"verified: max |logit difference| to PyTorch = {report.max_abs_diff:.2e} "
-        f"(tolerance {args.tolerance:g})"
+        f"(tolerance {args.tolerance:g})" + (" before quantization" if calibration is not None else "")
     )
+    if report.agreement is not None:
+        print(
+            f"int8: same top-1 class as fp32 PyTorch on {report.agreement:.1%} of {len(calibration or [])} "
+            f"calibration clips ({args.calibration_split} split); measure its accuracy with stnet infer"
+        )
     return 0
 
 
@@ -347,6 +367,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None, help="class names file ('<name> <index>' or one per line)")
     p.add_argument(
         "--tolerance", type=float, default=1e-4, help="largest allowed |logit difference| (default 1e-4)"
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        default=None,
+        help="ONNX only: int8 weights and activations calibrated on real clips (2-3x faster on VNNI CPUs)",
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="prepared dataset to calibrate int8 on (default: the checkpoint's dataset_path)",
+    )
+    p.add_argument("--calibration_split", default="train", help="its split (default train)")
+    p.add_argument("--calibration_clips", type=int, default=32, help="clips to calibrate on (default 32)")
+    p.add_argument(
+        "--min_agreement",
+        type=float,
+        default=0.9,
+        help="int8: least fraction of calibration clips whose top-1 class must match fp32 (default 0.9)",
     )
     p.set_defaults(func=cmd_export)
 
