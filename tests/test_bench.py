@@ -94,6 +94,7 @@ def test_quick_bench_measures_every_section(tmp_path, capsys):
     assert train == {("StNet-R18", "fp32"), ("StNet-R18", bench.FAST), ("TSN ResNet-18", "fp32")}
     infer = {(c["model"], c["variant"], c["batch"]) for c in cases if c["section"] == "infer"}
     assert ("StNet-R18", bench.ONNX, 2) in infer and ("TSN ResNet-18", "fp32", 1) in infer
+    assert ("StNet-R18", bench.ONNX_INT8, 2) in infer
     for c in cases:
         assert c["clips_per_s"] > 0 and c["gflops"] == pytest.approx(c["gflop_per_clip"] * c["clips_per_s"])
         if c["section"] == "train":
