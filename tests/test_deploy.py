@@ -262,3 +262,37 @@ def test_predict_with_a_converted_reference_checkpoint(tmp_path, capsys):
     assert len(results[0]) == 5 and all(t["class"] == f"action_{t['index']}" for t in results[0])
     cfg = load_config("ucf101", model_args[2:])
     assert (cfg.depth, cfg.T, cfg.N, cfg.target_size) == (50, 7, 5, 112)
+
+
+def test_int8_export_is_calibrated_checked_and_predicts_like_fp32(
+    exported, checkpoint, dataset, tmp_path, capsys
+):
+    out = tmp_path / "int8.onnx"
+    # no --calibration: the checkpoint's own dataset_path (the test dataset) is used
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--quantize", "int8"]) == 0
+    text = capsys.readouterr().out
+    assert "(onnx int8," in text and "of 12 calibration clips (train split)" in text
+    runner = load_exported(out)
+    assert runner.info.precision == "int8" and runner.backend.endswith(" int8")
+    assert runner.info.class_names == CLASSES
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert out.stat().st_size < 0.4 * (exported / "model.onnx").stat().st_size  # int8 weights
+    fp32 = run_infer(load_exported(exported / "model.onnx"), dataset, out_dir=tmp_path / "a", workers=0)
+    int8 = run_infer(runner, dataset, out_dir=tmp_path / "b", workers=0)
+    assert int8.result.num_videos == fp32.result.num_videos == 9
+    np.testing.assert_array_equal(int8.result.predictions, fp32.result.predictions)
+    assert int8.result.top1 == fp32.result.top1
+
+
+def test_int8_export_refuses_other_formats_and_a_failed_check_writes_nothing(
+    checkpoint, dataset, tmp_path, capsys
+):
+    base = ["export", "--checkpoint", str(checkpoint), "--quantize", "int8", "--calibration", str(dataset)]
+    assert main([*base, "--out", str(tmp_path / "m.pt2")]) == 1
+    assert "int8 quantization is for ONNX exports, not pt2" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "m.onnx"), "--min_agreement", "1.01"]) == 1
+    assert (
+        "int8 check failed: the quantized model predicts the fp32 model's class on" in capsys.readouterr().err
+    )
+    assert not list(tmp_path.iterdir())
