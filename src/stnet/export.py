@@ -3,6 +3,7 @@
 Three formats:
 
 * ``onnx`` (opset 18, fp32): for ONNX Runtime anywhere (CPU, CUDA, mobile). Batch and T are dynamic axes.
+  Optionally quantized to int8 after verification (:func:`quantize_int8`, calibrated on real clips).
 * ``pt2`` (``torch.export``): for PyTorch-only deployments, ``torch.export.load(path).module()``.
 * ``torchscript`` (``torch.jit.trace``): for libtorch (C++) deployments. PyTorch marks TorchScript as
   deprecated, so prefer ``pt2`` unless C++ needs it.
