@@ -3,8 +3,9 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from stnet.model import DEPTHS, build_model, count_parameters, summary_table
+from stnet.model import DEPTHS, TemporalBlock, build_model, count_parameters, summary_table, to_channels_last
 
 
 def clip(b=2, t=3, n=2, size=32, seed=0):
@@ -172,3 +173,32 @@ def test_frozen_compiled_inference_matches_eager():
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     for k, v in model.state_dict().items():  # freezing folds copies, the model's weights stay as they were
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+
+
+def test_temporal_block_is_the_reference_conv3d_relu_bn_residual():
+    torch.manual_seed(0)
+    block = TemporalBlock(8).train()
+    x = torch.randn(6, 8, 5, 4)  # B=2 clips of T=3 segments
+    x5 = x.view(2, 3, 8, 5, 4).transpose(1, 2)
+    expected = F.conv3d(x5, block.conv1.weight, block.conv1.bias, padding=(1, 0, 0))
+    expected = (
+        F.batch_norm(F.relu(expected), None, None, block.bn1.weight, block.bn1.bias, training=True) + x5
+    )
+    torch.testing.assert_close(block(x, 3), expected.transpose(1, 2).reshape(6, 8, 5, 4))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_training_gradients_stay_finite(channels_last):
+    """oneDNN's bf16 Conv3d weight gradient returned inf/NaN on AVX-512 BF16 CPUs without AMX; the
+    temporal blocks must not depend on it (the contiguous layout failed on the first step there)."""
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = build_model(num_classes=3, T=2, N=1, depth=18).train()
+        if channels_last:
+            to_channels_last(model)
+        x, y = torch.rand(4, 2, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()]
+        assert not bad, f"seed {seed}: non-finite gradients in {bad}"

@@ -171,6 +171,8 @@ def cmd_export(args: argparse.Namespace, rest: Sequence[str]) -> int:
         cfg = dataclasses.replace(cfg, target_size=args.size, short_size=short)
     info = ModelInfo.from_config(cfg, class_names_for(cfg, classes, args.classes))
     calibration = None
+    if args.calibration and not args.quantize:
+        raise UserError("--calibration is for int8 quantization: add --quantize int8")
     if args.quantize == "int8":
         data = args.calibration or cfg.dataset_path
         if not data:

@@ -96,8 +96,13 @@ class TemporalBlock(nn.Module):
 
     def forward(self, x: Tensor, segments: int) -> Tensor:
         bt, c, h, w = x.shape
-        x5 = x.view(bt // segments, segments, c, h, w).transpose(1, 2)  # (B, C, T, H, W)
-        y = self.bn1(self.relu(self.conv1(x5))) + x5
+        b = bt // segments
+        # The (3,1,1) Conv3d runs as the identical (3,1) Conv2d over (B, C, T, H*W) with the same weight:
+        # oneDNN's bf16 Conv3d weight gradient intermittently returns inf/NaN on AVX-512 BF16 CPUs without
+        # AMX (AMD EPYC, torch 2.13: 30 of 30 tiny runs contiguous, 4 of 30 channels-last); Conv2d never did.
+        x4 = x.view(b, segments, c, h, w).transpose(1, 2).reshape(b, c, segments, h * w)
+        y = F.conv2d(x4, self.conv1.weight.squeeze(-1), self.conv1.bias, padding=(1, 0))
+        y = self.bn1(self.relu(y).reshape(b, c, segments, h, w)) + x4.reshape(b, c, segments, h, w)
         return y.transpose(1, 2).reshape(bt, c, h, w)
 
 
