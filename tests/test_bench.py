@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from stnet import bench, cli
-from stnet.model import build_model
+from stnet.model import TemporalBlock, build_model
 
 
 def hand_count(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
@@ -21,6 +21,8 @@ def hand_count(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
         def count(module: nn.Module, _inputs, output: torch.Tensor) -> None:
             if isinstance(module, nn.Linear):
                 fan_in = module.in_features
+            elif isinstance(module, TemporalBlock):  # its (3,1,1) conv1 runs inside its forward
+                fan_in = module.conv1.in_channels * math.prod(module.conv1.kernel_size)
             else:
                 fan_in = module.in_channels // module.groups * math.prod(module.kernel_size)
             per_layer[name] = per_layer.get(name, 0) + 2 * output.numel() * fan_in
@@ -30,7 +32,7 @@ def hand_count(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
     handles = [
         m.register_forward_hook(hook(name))
         for name, m in model.named_modules()
-        if isinstance(m, nn.Conv2d | nn.Conv3d | nn.Linear)
+        if isinstance(m, nn.Conv2d | nn.Linear | TemporalBlock)
     ]
     with torch.no_grad():
         model.eval()(x)
