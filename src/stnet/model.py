@@ -330,7 +330,7 @@ class FrozenCompiled(nn.Module):
     """``torch.compile`` for inference with weight freezing: the weights become constants, so inductor
     folds BatchNorm into the convolutions and pre-packs them for oneDNN. On CPUs with AMX this doubles
     bf16 inference over eager (docs/benchmarks.md). Only for a model whose weights no longer change;
-    each new input shape compiles again (static shapes: dynamic ones fail on StNet's Conv3d in torch 2.13).
+    each new input shape compiles again (static shapes: dynamic ones failed on StNet in torch 2.13).
     """
 
     def __init__(self, model: nn.Module):
