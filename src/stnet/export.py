@@ -472,8 +472,9 @@ def export_model(
     agreement = None
     if calibration is not None:
         data = quantize_int8(data, calibration)
-        agreement = check_quantized(_runner_from_bytes(data, fmt), model, calibration, min_agreement)
-        info = dataclasses.replace(info, precision="int8")
+        runner = _runner_from_bytes(data, fmt)
+        agreement = check_quantized(runner, model, calibration, min_agreement)
+        info = runner.info  # as the file describes itself: precision int8
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, data)
     return ExportReport(out, fmt, info, diff, len(data), agreement)
