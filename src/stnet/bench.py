@@ -44,6 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from stnet.errors import StnetError
 from stnet.model import FrozenCompiled, StNet, to_channels_last
 
 # ----------------------------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ QUICK = Plan(
 )
 
 
-class BenchError(ValueError):
+class BenchError(StnetError, ValueError):
     """A bench run asked for something that does not exist."""
 
 

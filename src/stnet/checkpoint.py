@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from stnet.errors import StnetError
 from stnet.fileio import atomic_path
 
 FORMAT = "stnet-checkpoint-1"
 _PERIODIC = re.compile(r"^stnet-(\d+)\.pt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(StnetError, ValueError):
     """A checkpoint that cannot be read or does not belong to this run."""
 
 

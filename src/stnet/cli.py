@@ -14,22 +14,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from stnet import __version__
-from stnet.bench import BenchError
-from stnet.checkpoint import CheckpointError
-from stnet.config import Config, ConfigError, load_config
-from stnet.demo import DemoError
-from stnet.engine import TrainingError
-from stnet.export import ExportError
-from stnet.metrics import MetricsError
-from stnet.runtime import DeviceError
-from stnet.video import DataError
-from stnet.weights import WeightsError
+from stnet.config import Config, load_config
+from stnet.errors import StnetError, UserError, os_error_line
 
 CONFIG_HELP = "config YAML: a path or a built-in name (ucf101, kinetics400); then any --key value overrides"
-
-
-class UserError(Exception):
-    """An error caused by the user's input, reported as one line without a traceback."""
 
 
 def _config_from(args: argparse.Namespace, rest: Sequence[str]) -> Config:
@@ -451,23 +439,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace, Sequence[str]], int] = args.func
     try:
         return func(args, rest)
-    except ConfigError as e:
+    except StnetError as e:
         print(f"stnet: error: {e}", file=sys.stderr)
-        return 2
-    except (
-        UserError,
-        WeightsError,
-        DeviceError,
-        DataError,
-        CheckpointError,
-        TrainingError,
-        MetricsError,
-        ExportError,
-        DemoError,
-        BenchError,
-        FileNotFoundError,
-    ) as e:
-        print(f"stnet: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print(f"stnet: error: {os_error_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("stnet: interrupted", file=sys.stderr)

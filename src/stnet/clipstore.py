@@ -33,8 +33,8 @@ try:  # libjpeg-turbo with little overhead: ~2.5x faster than Pillow on small fr
 except ImportError:  # pragma: no cover - Pillow is always there
     simplejpeg = None
 
+from stnet.errors import DataError
 from stnet.fileio import atomic_path
-from stnet.video import DataError
 
 SUFFIX = ".stclip"
 MAGIC = b"STNCLIP1"

@@ -20,11 +20,8 @@ from typing import Any
 
 import yaml
 
+from stnet.errors import ConfigError
 from stnet.model import DEPTHS
-
-
-class ConfigError(ValueError):
-    """A bad configuration key or value; the message is one line that says how to fix it."""
 
 
 def _opt(

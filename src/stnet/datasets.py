@@ -38,6 +38,7 @@ from stnet.clipstore import SUFFIX as CLIP_SUFFIX
 from stnet.clipstore import ClipReader, decode_jpeg
 from stnet.config import Config
 from stnet.distributed import DistInfo
+from stnet.errors import DataError
 from stnet.sampling import RECIPES, frame_indices
 from stnet.transforms import (
     CROP_COUNTS,
@@ -48,7 +49,7 @@ from stnet.transforms import (
     to_clip_tensor,
     train_plan,
 )
-from stnet.video import DataError, count_packets, read_frames
+from stnet.video import count_packets, read_frames
 
 __all__ = [
     "ClipSpec",

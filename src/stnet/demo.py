@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stnet.errors import StnetError
+
 MARKER = "stnet-demo.json"
 
 
-class DemoError(RuntimeError):
+class DemoError(StnetError, RuntimeError):
     """A demo step failed (its own error was printed above)."""
 
 

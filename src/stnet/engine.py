@@ -36,13 +36,14 @@ from stnet.checkpoint import (
 from stnet.config import Config
 from stnet.datasets import build_loader
 from stnet.distributed import DistInfo, all_gather_objects, all_reduce_mean_, all_reduce_sum, barrier
+from stnet.errors import StnetError
 from stnet.metrics import EvalResult, ScoreAccumulator
 from stnet.model import build_model, to_channels_last
 from stnet.optim import base_lr, build_optimizer, lr_at, set_lr
 from stnet.weights import load_weights
 
 
-class TrainingError(RuntimeError):
+class TrainingError(StnetError, RuntimeError):
     """A run that cannot start or continue; the message says why and what to do."""
 
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from stnet import __version__
 from stnet.config import Config
+from stnet.errors import StnetError
 from stnet.fileio import atomic_write_bytes
 
 FORMATS = ("onnx", "pt2", "torchscript")
@@ -51,7 +52,7 @@ RECIPES = {  # the eval sampling of stnet.sampling, for people who reimplement t
 }
 
 
-class ExportError(RuntimeError):
+class ExportError(StnetError, RuntimeError):
     """An export that could not be made, or whose output does not match the PyTorch model."""
 
 

@@ -24,10 +24,11 @@ from stnet.config import Config
 from stnet.datasets import ClipSpec, Sample, VideoClipDataset, build_dataset, build_loader, eval_views
 from stnet.distributed import DistInfo
 from stnet.engine import evaluate
+from stnet.errors import DataError
 from stnet.export import ExportError, ModelInfo, Runner, class_names_for
 from stnet.fileio import atomic_write_bytes
 from stnet.metrics import EvalResult, softmax
-from stnet.video import DataError, is_video_file
+from stnet.video import is_video_file
 
 ACC_LOG = "acc.log"
 

@@ -25,13 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from stnet.errors import StnetError
 from stnet.fileio import atomic_path
 
 AVERAGES = ("softmax", "logits")
 _STATE_KEYS = ("num_classes", "video_ids", "view_ids", "scores", "labels")
 
 
-class MetricsError(ValueError):
+class MetricsError(StnetError, ValueError):
     """Scores or labels that cannot be evaluated (conflicting labels, wrong shapes, NaN scores)."""
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from stnet.errors import StnetError
 from stnet.fileio import atomic_path
 
 __all__ = [
@@ -97,7 +98,7 @@ _TYPE_BY_KIND: dict[tuple[str, int], str] = {
 }
 
 
-class MindSporeCheckpointError(ValueError):
+class MindSporeCheckpointError(StnetError, ValueError):
     """The file is not a readable (unencrypted, uncorrupted) MindSpore checkpoint."""
 
 

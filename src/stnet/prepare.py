@@ -37,9 +37,10 @@ from typing import Any
 from PIL import Image
 
 from stnet import clipstore
+from stnet.errors import DataError
 from stnet.fileio import atomic_write_bytes
 from stnet.transforms import resized_size
-from stnet.video import DataError, is_video_file, iter_frames, open_video
+from stnet.video import is_video_file, iter_frames, open_video
 
 __all__ = [
     "Job",

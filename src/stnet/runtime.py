@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from stnet.errors import StnetError
 
-class DeviceError(ValueError):
+
+class DeviceError(StnetError, ValueError):
     """A device that was asked for and is not there."""
 
 

@@ -26,7 +26,7 @@ import random
 
 import numpy as np
 
-from stnet.video import DataError
+from stnet.errors import DataError
 
 RECIPES = ("ucf101", "kinetics400")
 UCF_RATE = 2  # the UCF recipe's frame_sample_rate: an N-frame clip spans a 2N-frame window

@@ -57,8 +57,8 @@ from typing import Any
 
 import numpy as np
 
+from stnet.errors import DataError
 from stnet.fileio import atomic_path, atomic_write_bytes
-from stnet.video import DataError
 
 __all__ = [
     "MOTIONS",

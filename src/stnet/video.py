@@ -14,13 +14,11 @@ from pathlib import Path
 import av
 from PIL import Image
 
+from stnet.errors import DataError
+
 VIDEO_SUFFIXES = frozenset(
     {".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv", ".ts"}
 )
-
-
-class DataError(ValueError):
-    """A dataset, list or video that cannot be used; the message is one line that says which and why."""
 
 
 def check_readable(path: str | os.PathLike) -> None:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from stnet import mindspore_ckpt
+from stnet.errors import StnetError
 from stnet.fileio import atomic_path
 
 STNET_PREFIXES = ("temp1.", "temp2.", "xception.")
@@ -45,7 +46,7 @@ _MS_SUFFIX = {
 }
 
 
-class WeightsError(ValueError):
+class WeightsError(StnetError, ValueError):
     """A weight file that cannot be read or does not fit the model; the message says which and why."""
 
 
