@@ -1,14 +1,14 @@
-"""Small file helpers shared by every stage: atomic writes."""
+"""Small file helpers shared by every stage: atomic writes, output-folder locks, input protection."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from stnet.errors import OSFailure
+from stnet.errors import OSFailure, UserError
 
 TEMP_SUFFIX = ".tmp"  # temporary files are named ".<name>.<random>.tmp" beside their target
 
@@ -65,3 +65,63 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+LOCK_NAME = ".stnet.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (for a prepare, train or export run writing into it).
+
+    A second stnet run into the same folder gets a one-line :class:`~stnet.errors.UserError` naming the
+    PID of the run that holds it, instead of deleting that run's temporary files. The lock is an
+    ``flock`` on ``folder/.stnet.lock``: the kernel releases it when the holder exits, even after
+    ``kill -9``, so a stale lock file never blocks a later run.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    lock = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise OSFailure(e, lock, "creating the lock file") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(
+                f"{folder} is in use by another stnet {what} (PID {holder}); wait for it to finish or "
+                "choose another output folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def refuse_overwriting_inputs(
+    outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]
+) -> None:
+    """Raise :class:`~stnet.errors.UserError` if an output path is one of the inputs (a list, CSV, label
+    file, checkpoint or the video root itself), or an output folder holds one. An output folder *inside*
+    an input folder (``--root videos --out videos/prepared``) is fine.
+
+    Paths are compared after resolving links, so ``D/./train.txt`` and a symlink to it count as the same
+    file.
+    """
+    ins = [(Path(p), Path(p).resolve()) for p in inputs]
+    for out in outputs:
+        out_r = Path(out).resolve()
+        for given, resolved in ins:
+            if out_r == resolved:
+                raise UserError(f"the output {out} is also an input ({given}); choose another output path")
+            if out_r in resolved.parents:
+                raise UserError(
+                    f"the output folder {out} holds the input {given}; stnet never writes where its "
+                    "inputs are: choose another output folder"
+                )
