@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from stnet import bench, cli
-from stnet.model import TemporalBlock, build_model
+from stnet.model import StNet, TemporalBlock
 
 
 def hand_count(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int]]:
@@ -51,7 +51,7 @@ def test_flops_of_one_convolution_by_hand():
 
 def test_flops_of_a_small_stnet_match_its_layer_shapes():
     torch.manual_seed(0)
-    model = build_model(num_classes=5, T=3, N=2, depth=18)
+    model = StNet(num_classes=5, T=3, N=2, depth=18)
     x = torch.randn(2, 3, 6, 32, 32)
     expected, per_layer = hand_count(model, x)
     assert bench.count_flops(model, x) == expected

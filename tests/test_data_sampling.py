@@ -1,4 +1,5 @@
-"""Exact frame indices of the two recipes (spec §3.4, §3.7) for train, eval, test views and short videos."""
+"""Exact frame indices of the two recipes (the reference's Kinetics and UCF101 loaders) for train, eval,
+test views and short videos."""
 
 from __future__ import annotations
 

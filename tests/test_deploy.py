@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reference_recipe import reference_params
-from stnet import build_model
+from stnet import StNet
 from stnet.cli import main
 from stnet.config import load_config
 from stnet.export import ExportError, ModelInfo, export_model, load_exported, verify
@@ -105,7 +105,7 @@ def test_every_format_matches_pytorch_at_other_batch_and_T(exported, checkpoint)
 
 def test_verification_catches_a_different_model(exported, tmp_path):
     runner = load_exported(exported / "model.onnx")
-    other = build_model(num_classes=3, T=3, N=2, depth=18)
+    other = StNet(num_classes=3, T=3, N=2, depth=18)
     with pytest.raises(ExportError, match=r"verification failed: .* differs from PyTorch by up to"):
         verify(runner, other)
     # export_model verifies before writing: a failing export leaves nothing behind
@@ -115,7 +115,7 @@ def test_verification_catches_a_different_model(exported, tmp_path):
     class Drifting(torch.nn.Module):  # exports one graph, then computes something else in eager mode
         def __init__(self):
             super().__init__()
-            self.inner = build_model(num_classes=3, T=3, N=2, depth=18).eval()
+            self.inner = StNet(num_classes=3, T=3, N=2, depth=18).eval()
 
         def forward(self, x):
             out = self.inner(x)

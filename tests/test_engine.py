@@ -12,7 +12,7 @@ from stnet.checkpoint import CheckpointDir, load_checkpoint
 from stnet.config import ConfigError, load_config
 from stnet.distributed import DistInfo
 from stnet.engine import fit, recompute_bn_stats, should_evaluate
-from stnet.model import build_model
+from stnet.model import StNet
 from stnet.optim import lr_at, parameter_groups
 
 CLASSES = ["red", "green", "blue"]
@@ -114,7 +114,7 @@ def test_schedule_shapes():
 
 
 def test_weight_decay_skips_batchnorm_weights_and_biases():
-    model = build_model(num_classes=3, T=2, N=1, depth=18)
+    model = StNet(num_classes=3, T=2, N=1, depth=18)
     decay, no_decay = parameter_groups(model, 1e-4)
     assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
     ids = {id(p) for p in no_decay["params"]}
@@ -157,7 +157,7 @@ def test_a_killed_run_resumed_ends_with_the_same_weights(tmp_path, precise_bn):
 
 def test_precise_bn_sets_the_average_of_the_batch_statistics():
     torch.manual_seed(0)
-    model = build_model(num_classes=3, T=2, N=1, depth=18)
+    model = StNet(num_classes=3, T=2, N=1, depth=18)
     model.train()
     batches = [(torch.randn(2, 2, 3, 32, 32) * (1 + i), torch.zeros(2, dtype=torch.long)) for i in range(4)]
     params = {k: v.clone() for k, v in model.named_parameters()}

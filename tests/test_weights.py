@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from reference_recipe import reference_input, reference_logits, reference_params
-from stnet import build_model, load_weights
+from stnet import StNet, load_weights
 from stnet.mindspore_ckpt import write_ckpt
 from stnet.weights import WeightsError, convert_weights, inflate_conv1, read_weights, save_safetensors
 
@@ -31,7 +31,7 @@ def to_mindspore_names(state_dict):
 def torchvision_resnet18_state_dict(seed=0):
     """A state dict shaped and named exactly like torchvision's resnet18 (3-channel conv1, 1000-way fc)."""
     g = torch.Generator().manual_seed(seed)
-    model = build_model(num_classes=1000, N=1, depth=18)
+    model = StNet(num_classes=1000, N=1, depth=18)
     sd = {}
     for name, value in model.state_dict().items():
         if name.startswith(("temp1", "temp2", "xception")):
@@ -44,7 +44,7 @@ def torchvision_resnet18_state_dict(seed=0):
 
 @pytest.fixture(scope="module")
 def parity_model():
-    return build_model(num_classes=101, T=7, N=5, depth=50, xception="full", stem_pool="same").eval()
+    return StNet(num_classes=101, T=7, N=5, depth=50, xception="full", stem_pool="same").eval()
 
 
 def run_fixture_input(model):
@@ -71,7 +71,7 @@ def test_reference_parity_through_a_mindspore_ckpt(parity_model, tmp_path):
 def test_reference_parity_is_sensitive_to_the_stem_padding(parity_model, tmp_path):
     path = tmp_path / "ref.ckpt"
     write_ckpt(path, reference_params())
-    symmetric = build_model(num_classes=101, xception="full", stem_pool="symmetric").eval()
+    symmetric = StNet(num_classes=101, xception="full", stem_pool="symmetric").eval()
     load_weights(symmetric, path)
     assert np.abs(run_fixture_input(symmetric) - reference_logits()).max() > 0.05
 
@@ -79,7 +79,7 @@ def test_reference_parity_is_sensitive_to_the_stem_padding(parity_model, tmp_pat
 def test_depthwise_model_refuses_full_reference_weights(tmp_path):
     path = tmp_path / "ref.ckpt"
     write_ckpt(path, reference_params())
-    model = build_model(num_classes=101, xception="depthwise")
+    model = StNet(num_classes=101, xception="depthwise")
     before = model.conv1.weight.clone()
     with pytest.raises(
         WeightsError,
@@ -126,7 +126,7 @@ def test_torchvision_state_dict_as_imagenet_init(tmp_path, suffix):
     else:
         saved = {k: v for k, v in source.items() if v.dtype != torch.long}
         save_safetensors(saved, path)
-    model = build_model(num_classes=7, T=3, N=4, depth=18)
+    model = StNet(num_classes=7, T=3, N=4, depth=18)
     report = load_weights(model, path)
     check_imagenet_init(model, source, report)
     assert set(report.loaded) == {k for k in saved if not k.startswith("fc.")} - {"conv1.weight"}
@@ -140,7 +140,7 @@ def test_mindspore_resnet_ckpt_as_imagenet_init(tmp_path):
     ms["moments.conv1.weight"] = torch.zeros(64, 3, 7, 7)
     ms["learning_rate"] = torch.tensor(0.1)
     write_ckpt(path, ms)
-    model = build_model(num_classes=7, T=3, N=4, depth=18)
+    model = StNet(num_classes=7, T=3, N=4, depth=18)
     report = load_weights(model, path)
     check_imagenet_init(model, source, report)
     assert "moments.conv1.weight" in report.skipped and "learning_rate" in report.skipped
@@ -148,10 +148,10 @@ def test_mindspore_resnet_ckpt_as_imagenet_init(tmp_path):
 
 def test_our_checkpoint_dict_and_ddp_prefix(tmp_path):
     torch.manual_seed(0)
-    model = build_model(num_classes=5, T=2, N=1, depth=18)
+    model = StNet(num_classes=5, T=2, N=1, depth=18)
     path = tmp_path / "last.pt"
     torch.save({"model": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 3}, path)
-    other = build_model(num_classes=5, T=2, N=1, depth=18)
+    other = StNet(num_classes=5, T=2, N=1, depth=18)
     report = load_weights(other, path)
     assert report.kind == "stnet" and not report.missing
     for (k, a), b in zip(model.state_dict().items(), other.state_dict().values(), strict=True):
@@ -162,16 +162,16 @@ def test_shape_mismatch_names_tensors_and_shapes(tmp_path):
     path = tmp_path / "r18.pth"
     torch.save(torchvision_resnet18_state_dict(), path)
     with pytest.raises(WeightsError, match=r"missing from the file: .*layer1\.0\.conv3\.weight") as e:
-        load_weights(build_model(num_classes=7, depth=50), path)
+        load_weights(StNet(num_classes=7, depth=50), path)
     assert "layer1.0.conv1.weight: file (64, 64, 3, 3) vs model (64, 64, 1, 1)" in str(e.value)
 
 
 def test_class_count_mismatch_and_skip_classifier(tmp_path):
     torch.manual_seed(0)
-    kinetics = build_model(num_classes=400, T=2, N=1, depth=18)
+    kinetics = StNet(num_classes=400, T=2, N=1, depth=18)
     path = tmp_path / "k400.safetensors"
     save_safetensors(kinetics.state_dict(), path)
-    ucf = build_model(num_classes=101, T=2, N=1, depth=18)
+    ucf = StNet(num_classes=101, T=2, N=1, depth=18)
     with pytest.raises(
         WeightsError, match=r"fc\.weight: file \(400, 256\) vs model \(101, 256\).*skip_classifier"
     ):
@@ -182,12 +182,12 @@ def test_class_count_mismatch_and_skip_classifier(tmp_path):
 
 
 def test_incomplete_stnet_file_is_refused(tmp_path):
-    model = build_model(num_classes=3, T=2, N=1, depth=18)
+    model = StNet(num_classes=3, T=2, N=1, depth=18)
     sd = {k: v for k, v in model.state_dict().items() if not k.startswith("layer4.1.")}
     path = tmp_path / "partial.pth"
     torch.save(sd, path)
     with pytest.raises(WeightsError, match=r"missing from the file: layer4\.1\."):
-        load_weights(build_model(num_classes=3, T=2, N=1, depth=18), path)
+        load_weights(StNet(num_classes=3, T=2, N=1, depth=18), path)
 
 
 @pytest.mark.parametrize(
@@ -208,7 +208,7 @@ def test_unreadable_files(tmp_path, content, message):
 
 def test_missing_file(tmp_path):
     with pytest.raises(WeightsError, match="weight file not found"):
-        load_weights(build_model(depth=18), tmp_path / "nope.pth")
+        load_weights(StNet(depth=18), tmp_path / "nope.pth")
 
 
 def test_pickled_code_is_not_run(tmp_path):

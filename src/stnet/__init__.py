@@ -1,7 +1,7 @@
 """stnet: StNet video action recognition in PyTorch.
 
 >>> import stnet, torch
->>> model = stnet.build_model(num_classes=101, T=7, N=5, depth=50)
+>>> model = stnet.StNet(num_classes=101, T=7, N=5, depth=50)    # or stnet.build_model(config)
 >>> report = stnet.load_weights(model, "resnet50-0676ba61.pth")   # ImageNet init, conv1 inflated
 >>> logits = model(torch.randn(2, 7, 15, 112, 112))               # (B, T, 3N, H, W) → (2, 101)
 """

@@ -38,7 +38,7 @@ def cmd_config(args: argparse.Namespace, rest: Sequence[str]) -> int:
         from stnet.model import build_model, summary_table
 
         print()
-        print(summary_table(build_model(**cfg.model_kwargs())))
+        print(summary_table(build_model(cfg)))
     return 0
 
 
@@ -67,7 +67,7 @@ def cmd_check(args: argparse.Namespace, rest: Sequence[str]) -> int:
     cfg = _config_from(args, rest)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = build_model(**cfg.model_kwargs())
+    model = build_model(cfg)
     if args.weights:
         from stnet.weights import load_weights
 

@@ -217,7 +217,7 @@ class Config:
         return "\n".join(lines) + "\n"
 
     def model_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`stnet.build_model` for this config."""
+        """The keyword arguments of :class:`stnet.StNet` for this config (see :func:`stnet.build_model`)."""
         return {
             "num_classes": self.class_num,
             "T": self.T,

@@ -456,7 +456,7 @@ def fit(
     dirs = RunDirs.from_config(cfg)
     seed_everything(cfg.seed, cfg.deterministic)
 
-    model = build_model(**cfg.model_kwargs())
+    model = build_model(cfg)
     _load_initial_weights(model, cfg, say)
     if dist.enabled and cfg.sync_bn:
         if device.type != "cuda":

@@ -58,10 +58,10 @@ def model_for_checkpoint(
         if changed:
             log("using the checkpoint's model settings: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
             cfg = dataclasses.replace(cfg, **arch)
-        model = build_model(**cfg.model_kwargs())
+        model = build_model(cfg)
         model.load_state_dict(saved["model"])
         return model, cfg, saved.get("classes")
-    model = build_model(**cfg.model_kwargs())
+    model = build_model(cfg)
     if load_weights(model, path).kind != "stnet":
         raise WeightsError(
             f"{path} holds ImageNet backbone weights, not a trained StNet: nothing to evaluate"

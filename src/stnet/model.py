@@ -1,4 +1,4 @@
-"""StNet: local and global spatial-temporal modelling (Tang et al., AAAI 2019).
+"""StNet: local and global spatial-temporal modelling (He et al., AAAI 2019).
 
 A video clip arrives as ``(B, T, 3N, H, W)``: T segments, each a "super-image" of N consecutive RGB
 frames stacked along the channel axis, frame-major with RGB interleaved (channel ``3k + c`` is colour c
@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # config.py imports this module
+    from stnet.config import Config
 
 XceptionKind = Literal["depthwise", "full"]
 StemPool = Literal["symmetric", "same"]
@@ -81,6 +84,27 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
+def _init_backbone(module: nn.Module) -> None:
+    """torchvision's ResNet initialisation: Kaiming-normal (fan-out) convolutions, BatchNorm (1, 0)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_parameters()
+
+
+def _init_temporal(module: nn.Module) -> None:
+    """The reference's initialisation of its temporal parts: He-uniform (fan-in) convolutions with zero
+    bias, BatchNorm (1, 0)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Conv3d):
+            nn.init.kaiming_uniform_(m.weight, a=0, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_parameters()
+
+
 class TemporalBlock(nn.Module):
     """Conv3d (3,1,1) with bias → ReLU → BatchNorm3d → + identity, over the T segments.
 
@@ -94,12 +118,15 @@ class TemporalBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.bn1 = nn.BatchNorm3d(channels)
 
+    def reset_parameters(self) -> None:
+        """He-uniform convolution with zero bias, BatchNorm (1, 0), as the reference (StNet calls this)."""
+        _init_temporal(self)
+
     def forward(self, x: Tensor, segments: int) -> Tensor:
         bt, c, h, w = x.shape
         b = bt // segments
         # The (3,1,1) Conv3d runs as the identical (3,1) Conv2d over (B, C, T, H*W) with the same weight:
-        # oneDNN's bf16 Conv3d weight gradient intermittently returns inf/NaN on AVX-512 BF16 CPUs without
-        # AMX (AMD EPYC, torch 2.13: 30 of 30 tiny runs contiguous, 4 of 30 channels-last); Conv2d never did.
+        # oneDNN's bf16 Conv3d weight gradient can return inf/NaN on AVX-512 BF16 CPUs without AMX.
         x4 = x.view(b, segments, c, h, w).transpose(1, 2).reshape(b, c, segments, h * w)
         y = F.conv2d(x4, self.conv1.weight.squeeze(-1), self.conv1.bias, padding=(1, 0))
         y = self.bn1(self.relu(y).reshape(b, c, segments, h, w)) + x4.reshape(b, c, segments, h, w)
@@ -129,6 +156,10 @@ class TemporalXception(nn.Module):
         self.dw = nn.Conv2d(in_channels, mid, 1)
         self.bn3 = nn.BatchNorm2d(mid)
         self.relu = nn.ReLU(inplace=True)
+
+    def reset_parameters(self) -> None:
+        """He-uniform convolutions with zero bias, BatchNorm (1, 0), as the reference (StNet calls this)."""
+        _init_temporal(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.bn1(x)
@@ -201,23 +232,18 @@ class StNet(nn.Module):
         return nn.Sequential(*modules)
 
     def reset_parameters(self) -> None:
-        """Initialise as the reference: He-uniform temporal/Xception convs with zero bias, BN (1, 0),
-        fc U(±1/sqrt(fan_in)) with zero bias; the backbone gets Kaiming-normal (it is normally
-        overwritten by ImageNet weights)."""
-        for name, m in self.named_modules():
-            top = name.split(".")[0]
-            if isinstance(m, nn.Conv2d | nn.Conv3d):
-                if top in ("temp1", "temp2", "xception"):
-                    nn.init.kaiming_uniform_(m.weight, a=0, mode="fan_in", nonlinearity="relu")
-                else:
-                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_parameters()
-        bound = 1.0 / math.sqrt(self.fc.in_features)
-        nn.init.uniform_(self.fc.weight, -bound, bound)
-        nn.init.zeros_(self.fc.bias)
+        """Initialise each part by its type, in registration order: the temporal parts by their own
+        ``reset_parameters``, the backbone as torchvision's ResNet (normally overwritten by ImageNet
+        weights), the classifier U(±1/sqrt(fan_in)) with zero bias."""
+        for child in self.children():
+            if isinstance(child, TemporalBlock | TemporalXception):
+                child.reset_parameters()
+            elif isinstance(child, nn.Linear):
+                bound = 1.0 / math.sqrt(child.in_features)
+                nn.init.uniform_(child.weight, -bound, bound)
+                nn.init.zeros_(child.bias)
+            else:
+                _init_backbone(child)
 
     def check_input(self, x: Tensor) -> None:
         """Raise a ValueError that says what is wrong unless ``x`` is ``(B, T, 3N, H, W)``."""
@@ -274,17 +300,10 @@ class StNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_model(
-    num_classes: int = 400,
-    T: int = 7,
-    N: int = 5,
-    depth: int = 50,
-    xception: XceptionKind = "depthwise",
-    stem_pool: StemPool = "symmetric",
-    dropout: float = 0.0,
-) -> StNet:
-    """Build an StNet. ``xception='full', stem_pool='same'`` reproduces the MindSpore reference exactly."""
-    return StNet(num_classes, T, N, depth, xception, stem_pool, dropout)
+def build_model(cfg: Config) -> StNet:
+    """The StNet a config describes (its model keys; ``xception: full, stem_pool: same`` is the MindSpore
+    reference exactly)."""
+    return StNet(**cfg.model_kwargs())
 
 
 def count_parameters(model: nn.Module, prefixes: Sequence[str] = ()) -> int:

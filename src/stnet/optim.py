@@ -1,4 +1,5 @@
-"""The optimiser and the learning-rate schedule, both explicit and epoch-based (spec §4, §10.6)."""
+"""The optimiser and the learning-rate schedule, both explicit and epoch-based (the reference's per-step
+compounding decay and its hidden drops at epochs 20 and 40 replaced by one stated schedule)."""
 
 from __future__ import annotations
 

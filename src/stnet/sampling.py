@@ -5,7 +5,7 @@ Every function returns ``T·N`` frame indices in segment-major order (segment t 
 eval sampling is deterministic. ``clip``/``num_clips`` pick one of K evenly spaced temporal views for
 multi-view testing; ``num_clips=1`` is the single centred clip of plain evaluation.
 
-Two recipes (spec §3.4, §3.7):
+Two recipes, as the reference's loaders (Kinetics ``video_loader``, UCF101 ``UcfVideoDataset``):
 
 * **kinetics400** (TSN): ``avg = L // T``; segment i starts at ``i·avg`` plus a random offset in
   ``[0, avg−N]`` (train) or ``(avg−N)//2`` (eval) when ``avg ≥ N``, at ``i·avg`` when ``1 ≤ avg < N``, at

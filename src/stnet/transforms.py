@@ -5,11 +5,12 @@ square at ``(x, y)``, flip or not. Train plans draw from a ``random.Random``; ev
 deterministic. :func:`apply_plan` resizes only the cropped square (Pillow bilinear with a source box,
 equal to resize-then-crop up to ±1 rounding), which costs a fraction of resizing whole frames.
 
-Recipes (spec §3.5, §3.7): **kinetics400** resizes to the short side (``group_scale``), takes a random
-crop and flips with p = 0.5 in train, a centre crop at ``round((W−S)/2)`` (Python rounding, half to
-even) in eval; **ucf101** additionally scales the resized frame by ``s ~ U(1, 1.25)`` to
-``(int(W·s), int(H·s))`` in train. The resize keeps the aspect ratio unless ``fixed_aspect`` asks for
-the reference's 4:3 (``round(4/3·short)`` on the long side: 341×256, 171×128).
+Recipes, as the reference's ``imgs_transform`` and ``UcfVideoDataset``: **kinetics400** resizes to
+the short side (``group_scale``), takes a random crop and flips with p = 0.5 in train, a centre crop at
+``round((W−S)/2)`` (Python rounding, half to even) in eval; **ucf101** additionally scales the resized
+frame by ``s ~ U(1, 1.25)`` to ``(int(W·s), int(H·s))`` in train. The resize keeps the aspect ratio
+unless ``fixed_aspect`` asks for the reference's 4:3 (``round(4/3·short)`` on the long side: 341×256,
+171×128).
 """
 
 from __future__ import annotations
