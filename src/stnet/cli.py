@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import typing
 from collections.abc import Callable, Sequence
 
 from stnet import __version__
+from stnet.argtypes import float_arg, int_arg, workers_arg
 from stnet.config import Config, load_config
-from stnet.errors import StnetError, UserError, os_error_line
+from stnet.errors import ConfigError, StnetError, UserError, os_error_line
 
 CONFIG_HELP = "config YAML: a path or a built-in name (ucf101, kinetics400); then any --key value overrides"
 
@@ -65,6 +67,11 @@ def cmd_check(args: argparse.Namespace, rest: Sequence[str]) -> int:
     from stnet.runtime import resolve_device
 
     cfg = _config_from(args, rest)
+    if args.batch * cfg.T < 2:  # BatchNorm in training mode needs two values per channel
+        raise ConfigError(
+            f"a training step on batch {args.batch} x T {cfg.T} gives BatchNorm one value per channel: "
+            "use --batch 2"
+        )
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
@@ -248,7 +255,7 @@ def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
 
 def _add_views_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clips", type=int, default=1, help="temporal clips per video (default 1)")
+    p.add_argument("--clips", type=int_arg(1), default=1, help="temporal clips per video (default 1)")
     p.add_argument(
         "--crops", type=int, choices=(1, 3, 10), default=1, help="spatial crops per clip (default 1)"
     )
@@ -258,8 +265,18 @@ def _add_config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An argument parser whose errors (a bad option value, a missing option) are a ConfigError, so
+    that they reach the user as one ``stnet: error:`` line with exit code 2; sub-parsers inherit it."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        command = self.prog.removeprefix("stnet").strip()
+        where = f"{command}: " if command else ""
+        raise ConfigError(f"{where}{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="stnet",
         description="StNet video action recognition: prepare data, train, evaluate, export, predict.",
         epilog="Run `stnet COMMAND --help` for a command's options.",
@@ -350,13 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="onnx (ONNX Runtime), pt2 (torch.export) or torchscript (libtorch/C++); default: from --out",
     )
-    p.add_argument("--T", type=int, default=None, help="segments per clip (default: as trained)")
+    p.add_argument("--T", type=int_arg(1), default=None, help="segments per clip (default: as trained)")
     p.add_argument(
-        "--size", type=int, default=None, help="crop size (default: as trained; the resize scales along)"
+        "--size",
+        type=int_arg(1),
+        default=None,
+        help="crop size (default: as trained; the resize scales along)",
     )
     p.add_argument("--classes", default=None, help="class names file ('<name> <index>' or one per line)")
     p.add_argument(
-        "--tolerance", type=float, default=1e-4, help="largest allowed |logit difference| (default 1e-4)"
+        "--tolerance",
+        type=float_arg(0),
+        default=1e-4,
+        help="largest allowed |logit difference| (default 1e-4)",
     )
     p.add_argument(
         "--quantize",
@@ -370,10 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="prepared dataset to calibrate int8 on (default: the checkpoint's dataset_path)",
     )
     p.add_argument("--calibration_split", default="train", help="its split (default train)")
-    p.add_argument("--calibration_clips", type=int, default=32, help="clips to calibrate on (default 32)")
+    p.add_argument(
+        "--calibration_clips", type=int_arg(1), default=32, help="clips to calibrate on (default 32)"
+    )
     p.add_argument(
         "--min_agreement",
-        type=float,
+        type=float_arg(0, 1),
         default=0.9,
         help="int8: least fraction of calibration clips whose top-1 class must match fp32 (default 0.9)",
     )
@@ -390,9 +415,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset_path", "--dataset-path", required=True, help="prepared dataset folder")
     p.add_argument("--split", choices=("train", "val"), default="val", help="split to run (default val)")
     _add_views_args(p)
-    p.add_argument("--batch", type=int, default=1, help="videos per model call (default 1, as the reference)")
-    p.add_argument("--threads", type=int, default=None, help="threads of the runtime (default: all cores)")
-    p.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    p.add_argument(
+        "--batch", type=int_arg(1), default=1, help="videos per model call (default 1, as the reference)"
+    )
+    p.add_argument(
+        "--threads", type=int_arg(1), default=None, help="threads of the runtime (default: all cores)"
+    )
+    p.add_argument("--workers", type=workers_arg(), default=2, help="data loading processes (default 2)")
     p.add_argument("--out", default=None, help="folder for acc.log, infer.json (default: the model's)")
     p.set_defaults(func=cmd_infer)
 
@@ -408,9 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model file from stnet export")
     p.add_argument("--checkpoint", default=None, help="or: a checkpoint or weights file (runs in PyTorch)")
     p.add_argument("--classes", default=None, help="class names file, for weights that do not carry them")
-    p.add_argument("--topk", type=int, default=5, help="classes to show per video (default 5)")
+    p.add_argument("--topk", type=int_arg(1), default=5, help="classes to show per video (default 5)")
     _add_views_args(p)
-    p.add_argument("--threads", type=int, default=None, help="threads of the runtime (default: all cores)")
+    p.add_argument(
+        "--threads", type=int_arg(1), default=None, help="threads of the runtime (default: all cores)"
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per video (JSON Lines)")
     p.set_defaults(func=cmd_predict)
 
@@ -422,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_arg(p)
     p.add_argument("--weights", default=None, help="weight file to load first (any supported format)")
-    p.add_argument("--batch", type=int, default=1, help="clips in the random batch (default 1)")
+    p.add_argument("--batch", type=int_arg(1), default=1, help="clips in the random batch (default 1)")
     p.set_defaults(func=cmd_check)
 
     register_demo(sub)
@@ -432,12 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    func: Callable[[argparse.Namespace, Sequence[str]], int] = args.func
     try:
+        args, rest = parser.parse_known_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        func: Callable[[argparse.Namespace, Sequence[str]], int] = args.func
         return func(args, rest)
     except StnetError as e:
         print(f"stnet: error: {e}", file=sys.stderr)

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from stnet.argtypes import MAX_SEED, MAX_WORKERS, WORKERS_WHY, range_problem
 from stnet.errors import ConfigError
 from stnet.model import DEPTHS
 
@@ -91,7 +92,7 @@ class Config:
         "random horizontal flips in training; false for classes that depend on direction (left vs right)",
         group=DATA,
     )
-    workers: int = _opt(2, "data-loading worker processes", low=0, group=DATA)
+    workers: int = _opt(2, "data-loading worker processes", low=0, high=MAX_WORKERS, group=DATA)
 
     # --- training
     batch_size: int = _opt(16, "clips per step per process", low=1, group=TRAIN)
@@ -173,7 +174,7 @@ class Config:
 
     # --- runtime
     device: str = _opt("auto", "auto (CUDA if present), cpu, cuda or cuda:K", group=RUN)
-    seed: int = _opt(1, "random seed", low=0, group=RUN)
+    seed: int = _opt(1, "random seed", low=0, high=MAX_SEED, group=RUN)
     deterministic: bool = _opt(False, "deterministic algorithms (slower; exact reruns)", group=RUN)
 
     def __post_init__(self) -> None:
@@ -294,15 +295,12 @@ def _check_value(f: dataclasses.Field, value: Any) -> None:
     for v in items:
         if isinstance(v, bool) or not isinstance(v, int | float):
             continue
-        low, high = meta["low"], meta["high"]
-        if low is not None and (v < low or (meta["low_open"] and v == low)):
-            raise ConfigError(
-                f"{f.name}: {value!r} is out of range; it must be {'>' if meta['low_open'] else '>='} {low}"
-            )
-        if high is not None and (v > high or (meta["high_open"] and v == high)):
-            raise ConfigError(
-                f"{f.name}: {value!r} is out of range; it must be {'<' if meta['high_open'] else '<='} {high}"
-            )
+        problem = range_problem(
+            v, meta["low"], meta["high"], low_open=meta["low_open"], high_open=meta["high_open"]
+        )
+        if problem:
+            why = WORKERS_WHY if f.name == "workers" and v > MAX_WORKERS else ""
+            raise ConfigError(f"{f.name}: {value!r} is out of range; {problem}{why}")
 
 
 def _parse_scalar(name: str, kind: type, raw: Any) -> Any:
@@ -387,15 +385,43 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = yaml_mapping(path, path.read_bytes())
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of key: value, not {type(data).__name__}")
     return data
+
+
+def yaml_mapping(path: Path, raw: bytes) -> Any:
+    """Parse the bytes of the YAML file ``path`` (UTF-8, with or without a byte-order mark).
+
+    Text that is not UTF-8 is a ConfigError naming the byte offset of the first bad byte; text that is
+    not YAML (or holds control characters, as a binary file does) names the line and column.
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at byte offset {e.start}): "
+            "save the config as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        if isinstance(e, yaml.reader.ReaderError):  # a control character: binary data, not text
+            line = text.count("\n", 0, e.position) + 1
+            raise ConfigError(
+                f"{path}:{line}: not a YAML text file (control character 0x{e.character:02x}); "
+                "give a config YAML"
+            ) from None
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        context, start = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and start is not None and start is not mark:
+            problem += f" ({context} that starts at line {start.line + 1})"
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
 
 
 def parse_cli_overrides(argv: Sequence[str]) -> dict[str, str]:

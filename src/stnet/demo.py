@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stnet.argtypes import MAX_SEED, int_arg
 from stnet.errors import StnetError
 
 MARKER = "stnet-demo.json"
@@ -319,5 +320,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--depth", type=int, choices=(18, 34, 50), default=18, help="ResNet depth (default 18)")
     p.add_argument("--quick", action="store_true", help="4 classes, fewer videos and epochs (about a minute)")
     p.add_argument("--control", action="store_true", help="also train on one frame per video (T=1, N=1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and the training (default 0)")
+    p.add_argument(
+        "--seed", type=int_arg(0, MAX_SEED), default=0, help="seed of the data and the training (default 0)"
+    )
     p.set_defaults(func=cmd_demo)

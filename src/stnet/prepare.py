@@ -37,6 +37,7 @@ from typing import Any
 from PIL import Image
 
 from stnet import clipstore
+from stnet.argtypes import workers_arg
 from stnet.errors import DataError
 from stnet.fileio import atomic_write_bytes
 from stnet.transforms import resized_size
@@ -771,7 +772,7 @@ def _common(p: argparse.ArgumentParser, short_side: int) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume in it)")
     p.add_argument(
         "--workers",
-        type=int,
+        type=workers_arg(1),
         default=max(1, min(8, os.cpu_count() or 1)),
         metavar="K",
         help="decoding processes (default: CPU count, at most 8)",

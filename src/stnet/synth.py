@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from stnet.argtypes import MAX_SEED, int_arg, workers_arg
 from stnet.errors import DataError
 from stnet.fileio import atomic_path, atomic_write_bytes
 
@@ -652,10 +653,10 @@ def register_cli(subparsers: Any) -> None:
     )
     p.add_argument("--size", type=int, default=64, metavar="PX", help="frame width and height (default 64)")
     p.add_argument("--frames", type=int, default=48, help="frames per video (default 48, 25 fps)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int_arg(0, MAX_SEED), default=0, help="random seed (default 0)")
     p.add_argument(
         "--workers",
-        type=int,
+        type=workers_arg(1),
         default=max(1, min(4, os.cpu_count() or 1)),
         metavar="K",
         help="rendering processes (default: CPU count, at most 4)",
