@@ -54,11 +54,14 @@ def write_video(
     width: int = WIDTH,
     fps: int = 25,
     frames: Sequence[np.ndarray] | None = None,
+    rotate: int = 0,
+    hflip: bool = False,
 ) -> Path:
     """Encode a video of bar-code frames 0..num_frames-1 (or the given RGB frames).
 
     ``codec="libx264"`` with a ``.mp4`` path gives H.264 MP4; ``codec="mpeg4"`` with ``.avi`` gives
-    MPEG-4 part 2 AVI (UCF101's codec).
+    MPEG-4 part 2 AVI (UCF101's codec). ``rotate``/``hflip`` record a display matrix, as phones do
+    (MP4/MOV/MKV): players show the frames turned ``rotate`` degrees counter-clockwise, then mirrored.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +70,8 @@ def write_video(
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
+        if rotate or hflip:
+            stream.set_display_rotation(rotate, hflip=hflip)
         if codec == "libx264":
             stream.options = {"crf": "12", "preset": "ultrafast", "g": "12"}
         else:

@@ -1,8 +1,10 @@
 """Decoding video files with PyAV: every frame in order (for ``stnet prepare``) or a chosen few (training).
 
 Frame counts stored in container headers are not trusted (AVI headers often lie): a video has as many
-frames as the decoder returns. Every failure is a :class:`DataError` whose message says what is wrong
-with the file in words a user can act on ("empty file", "no video stream", ...).
+frames as the decoder returns. Frames come out upright: the display matrix that phones record in
+MP4/MOV/MKV files instead of rotating the pixels is applied to every frame, as players do
+(:func:`to_image`). Every failure is a :class:`DataError` whose message says what is wrong with the
+file in words a user can act on ("empty file", "no video stream", ...).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import av
+import numpy as np
 from PIL import Image
 
 from stnet.errors import DataError
@@ -41,6 +44,42 @@ def check_readable(path: str | os.PathLike) -> None:
         raise DataError(f"cannot read: {e.strerror or e}") from None
     if not head:
         raise DataError("empty file (0 bytes)")
+
+
+# The display matrix's rotation/flip part [[a, b], [c, d]] (signs) maps a pixel (x, y) of the decoded
+# frame, y down, to (a·x + c·y, b·x + d·y) on screen; each of the 8 right-angle cases is one PIL transpose.
+_ORIENTATIONS: dict[tuple[int, int, int, int], Image.Transpose | None] = {
+    (1, 0, 0, 1): None,
+    (-1, 0, 0, 1): Image.Transpose.FLIP_LEFT_RIGHT,
+    (1, 0, 0, -1): Image.Transpose.FLIP_TOP_BOTTOM,
+    (-1, 0, 0, -1): Image.Transpose.ROTATE_180,
+    (0, -1, 1, 0): Image.Transpose.ROTATE_90,  # counter-clockwise, as av_display_rotation_get says
+    (0, 1, -1, 0): Image.Transpose.ROTATE_270,
+    (0, 1, 1, 0): Image.Transpose.TRANSPOSE,
+    (0, -1, -1, 0): Image.Transpose.TRANSVERSE,
+}
+
+
+def display_transpose(frame: av.VideoFrame) -> Image.Transpose | None:
+    """The transpose that shows ``frame`` as its display matrix says (None: as decoded).
+
+    The matrix is FFmpeg's ``AV_FRAME_DATA_DISPLAYMATRIX`` side data (9 int32, 16.16 fixed point), which
+    FFmpeg attaches to every frame of a stream whose container records one (the MP4/MOV ``tkhd`` matrix,
+    MKV projection). Rotations by other than a multiple of 90° are left as decoded.
+    """
+    side = frame.side_data.get("DISPLAYMATRIX")
+    if side is None:
+        return None
+    m = np.frombuffer(bytes(side), dtype=np.int32)
+    a, b, c, d = (int(np.sign(v)) if abs(v) > 0x8000 else 0 for v in (m[0], m[1], m[3], m[4]))
+    return _ORIENTATIONS.get((a, b, c, d))
+
+
+def to_image(frame: av.VideoFrame) -> Image.Image:
+    """A decoded frame as an upright RGB PIL image (its display matrix applied)."""
+    image = frame.to_image()
+    turn = display_transpose(frame)
+    return image if turn is None else image.transpose(turn)
 
 
 def _ffmpeg_message(error: Exception) -> str:
@@ -83,7 +122,7 @@ def iter_frames(path: str | os.PathLike) -> Iterator[Image.Image]:
         try:
             for frame in container.decode(stream):
                 count += 1
-                yield frame.to_image()
+                yield to_image(frame)
         except (av.error.FFmpegError, OSError) as e:
             what = (
                 f"truncated or corrupt: decoding failed after {count} frames"
@@ -125,7 +164,7 @@ def read_frames(path: str | os.PathLike, indices: Iterable[int]) -> tuple[dict[i
         try:
             for index, frame in enumerate(container.decode(container.streams.video[0])):
                 if index in wanted:
-                    out[index] = frame.to_image()
+                    out[index] = to_image(frame)
                     if index == last:
                         return out, None
         except (av.error.FFmpegError, OSError) as e:
