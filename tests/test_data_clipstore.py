@@ -34,7 +34,51 @@ def test_round_trip_and_random_access(tmp_path: Path) -> None:
         assert [read_barcode(np.asarray(im)) for im in reader.read_images(wanted)] == wanted
         with pytest.raises(IndexError):
             reader.read_jpegs([40])
-    assert path.stat().st_size == clipstore.HEADER_SIZE + sum(map(len, jpegs)) + 8 * 41
+    assert (
+        path.stat().st_size == clipstore.HEADER_SIZE + sum(map(len, jpegs)) + 8 * 41 + clipstore.SOURCE_SIZE
+    )
+    assert info.version == 2 and info.source is None  # written without a source: unknown
+
+
+def test_source_stamp_is_recorded_and_checked(tmp_path: Path) -> None:
+    video = tmp_path / "v.mp4"
+    video.write_bytes(bytes(range(256)) * 9000)  # > 2 MiB: both ends are hashed
+    stamp = clipstore.SourceStamp.of(video)
+    path = tmp_path / "v.stclip"
+    with clipstore.ClipWriter(path, 25.0, source=stamp) as writer:
+        writer.add_jpeg(_jpeg(0), (64, 48))
+    info = clipstore.read_info(path)
+    assert clipstore.is_complete(path) and info.source == stamp and stamp.matches(video)
+    data = bytearray(video.read_bytes())
+    os_stat = video.stat()
+    data[-1] ^= 0xFF  # same size, a different last byte, the same mtime: trusted (nothing read)
+    video.write_bytes(bytes(data))
+    import os
+
+    os.utime(video, ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns))
+    assert stamp.matches(video)
+    os.utime(video, ns=(os_stat.st_atime_ns, os_stat.st_mtime_ns + 10**9))  # touched: the hash decides
+    assert not stamp.matches(video)
+    data[-1] ^= 0xFF
+    video.write_bytes(bytes(data))  # the original bytes back, a new mtime (a copy without -p)
+    assert stamp.matches(video)
+    video.write_bytes(bytes(data[:-1]))  # another size
+    assert not stamp.matches(video)
+    assert not stamp.matches(tmp_path / "absent.mp4")
+
+
+def test_version_1_files_are_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "v.stclip"
+    jpegs = [_jpeg(i) for i in range(5)]
+    clipstore.write_clip(path, jpegs, (64, 48))
+    data = bytearray(path.read_bytes()[: -clipstore.SOURCE_SIZE])  # version 1: no source record
+    data[8:12] = (1).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    assert clipstore.is_complete(path)
+    info = clipstore.read_info(path)
+    assert info.version == 1 and info.source is None and info.num_frames == 5
+    with clipstore.ClipReader(path) as reader:
+        assert reader.read_jpegs([4, 0]) == [jpegs[4], jpegs[0]]
 
 
 def test_writer_streams_images_and_leaves_nothing_on_error(tmp_path: Path) -> None:

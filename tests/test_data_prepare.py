@@ -83,7 +83,7 @@ def test_ucf101_official_split(ucf: Path, tmp_path: Path) -> None:
     assert (out / "classes.txt").read_text() == "ApplyEyeMakeup 0\nHandstandPushups 1\nYoYo 2\n"
     train, val = _lines(out / "train.txt"), _lines(out / "val.txt")
     assert len(train) == 5 and len(val) == 6
-    assert ("clips/HandstandPushups/v_HandStandPushups_g03_c01.stclip", 1) in train
+    assert ("clips/HandstandPushups/v_HandStandPushups_g03_c01.avi.stclip", 1) in train
     assert all("_g03_" in p or "_g04_" in p for p, _ in train)
     assert all("_g01_" in p or "_g02_" in p for p, _ in val)
 
@@ -131,12 +131,12 @@ def test_ucf101_rerun_is_idempotent_and_survives_a_kill(ucf: Path, tmp_path: Pat
     assert report["counts"]["train"]["reused"] == 5 and report["counts"]["val"]["reused"] == 6
 
     # a killed run: a temp file left behind, a clip cut short, one with its header never written
-    victim = out / "clips/YoYo/v_YoYo_g01_c01.stclip"
+    victim = out / "clips/YoYo/v_YoYo_g01_c01.avi.stclip"
     leftover = victim.with_name(f".{victim.name}.x1y2z3.tmp")
     shutil.copy(victim, leftover)
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
-    zeroed = out / "clips/YoYo/v_YoYo_g02_c01.stclip"
+    zeroed = out / "clips/YoYo/v_YoYo_g02_c01.avi.stclip"
     data = zeroed.read_bytes()
     zeroed.write_bytes(b"\0" * clipstore.HEADER_SIZE + data[clipstore.HEADER_SIZE :])
     assert not clipstore.is_complete(victim) and not clipstore.is_complete(zeroed)
@@ -205,6 +205,7 @@ def test_kinetics_csv(tmp_path: Path) -> None:
     write_video(source / "abseiling" / "bbbbbbbbbbb_000000_000010.mp4", 30)
     write_video(source / "ccccccccccc_000005_000015.mp4", 26)  # flat layout
     write_video(source / "val" / "ddddddddddd_000001_000011.mp4", 22)
+    write_video(source / "eeeeeeeeeee_000000_000010.mp4", 21)  # a test row with a label
     header = "label,youtube_id,time_start,time_end,split,is_cc\n"
     (tmp_path / "train.csv").write_text(
         header + "air drumming,aaaaaaaaaaa,10,20,train,0\n"
@@ -237,11 +238,11 @@ def test_kinetics_csv(tmp_path: Path) -> None:
     # exactly the reference's generate_label: sorted class names of the train CSV, "<name> <index>"
     assert (out / "classes.txt").read_text() == "abseiling 0\nair drumming 1\nzumba 2\n"
     assert _lines(out / "train.txt") == [
-        ("clips/air_drumming/aaaaaaaaaaa_000010_000020.stclip", 1),
-        ("clips/abseiling/bbbbbbbbbbb_000000_000010.stclip", 0),
-        ("clips/zumba/ccccccccccc_000005_000015.stclip", 2),
+        ("clips/air drumming/aaaaaaaaaaa_000010_000020.mp4.stclip", 1),
+        ("clips/abseiling/bbbbbbbbbbb_000000_000010.mp4.stclip", 0),
+        ("clips/ccccccccccc_000005_000015.mp4.stclip", 2),
     ]
-    assert _lines(out / "val.txt") == [("clips/abseiling/ddddddddddd_000001_000011.stclip", 0)]
+    assert _lines(out / "val.txt") == [("clips/val/ddddddddddd_000001_000011.mp4.stclip", 0)]
     report = _report(out)
     assert report["counts"]["train"]["found"] == 3 and report["counts"]["train"]["missing"] == 1
     assert report["counts"]["val"]["found"] == 1 and report["counts"]["val"]["missing"] == 1
@@ -249,8 +250,10 @@ def test_kinetics_csv(tmp_path: Path) -> None:
         "missingvid01_000003_000013",
         "missingvid02_000000_000010",
     }
-    assert report["ignored_test_rows"] == 1
-    info = clipstore.read_info(out / "clips/zumba/ccccccccccc_000005_000015.stclip")
+    # a test row with a label is the test split (the official test CSV has none: see the test below)
+    assert _lines(out / "test.txt") == [("clips/eeeeeeeeeee_000000_000010.mp4.stclip", 2)]
+    assert report["test_rows_without_labels"] == 0 and report["counts"]["test"]["prepared"] == 1
+    info = clipstore.read_info(out / "clips/ccccccccccc_000005_000015.mp4.stclip")
     assert (info.num_frames, info.width, info.height) == (26, 43, 32)
     assert info.fps == pytest.approx(25.0)
     # --strict fails on missing videos
@@ -328,7 +331,7 @@ def test_bad_files_are_skipped_and_listed(tmp_path: Path, monkeypatch: pytest.Mo
     for kind, expected in _bad_file_reasons().items():
         assert expected in reasons[bad[kind].name], (kind, reasons[bad[kind].name])
     assert report["counts"]["train"]["prepared"] == 1
-    assert _lines(out / "train.txt") == [("clips/good/ok.stclip", 1)]
+    assert _lines(out / "train.txt") == [("clips/good/ok.mp4.stclip", 1)]
     assert (out / "classes.txt").read_text() == "bad 0\ngood 1\n"
     assert not list(out.rglob("*.tmp"))
     assert _run("list", "--root", str(root), "--folders", "--out", str(out), "--strict") == 1
@@ -362,7 +365,7 @@ def test_lying_avi_header_does_not_matter(tmp_path: Path) -> None:
     assert (
         _run("list", "--root", str(tmp_path / "src"), "--folders", "--out", str(out), "--workers", "1") == 0
     )
-    assert clipstore.read_info(out / "clips/a/lying.stclip").num_frames == 27
+    assert clipstore.read_info(out / "clips/a/lying.avi.stclip").num_frames == 27
 
 
 def test_list_files_with_splits_and_names(tmp_path: Path) -> None:
@@ -390,10 +393,10 @@ def test_list_files_with_splits_and_names(tmp_path: Path) -> None:
     )
     assert code == 0
     assert (out / "classes.txt").read_text() == "x 0\ny 1\n"
-    assert _lines(out / "train.txt") == [("clips/x/one.stclip", 0), ("clips/y/two.stclip", 1)]
-    assert _lines(out / "val.txt") == [("clips/y/three.stclip", 1)]
+    assert _lines(out / "train.txt") == [("clips/x/one.mp4.stclip", 0), ("clips/y/two.avi.stclip", 1)]
+    assert _lines(out / "val.txt") == [("clips/y/three.mp4.stclip", 1)]
     assert _report(out)["counts"]["val"]["missing"] == 1
-    assert clipstore.read_info(out / "clips/y/two.stclip").num_frames == 21
+    assert clipstore.read_info(out / "clips/y/two.avi.stclip").num_frames == 21
 
 
 def test_register_cli_adds_prepare_with_three_front_ends() -> None:
@@ -451,7 +454,7 @@ sys.exit(cli.main(["prepare", *{argv!r}]))
     finally:
         proc.kill()
         proc.wait()
-    final = out / "clips/a/v.stclip"
+    final = out / "clips/a/v.avi.stclip"
     (leftover,) = list(out.rglob(".*.tmp"))
     assert not final.exists() and not clipstore.is_complete(leftover)
     assert not _report(out)["complete"]
@@ -481,7 +484,7 @@ def test_corrupt_and_truncated_avi(tmp_path: Path) -> None:
     assert _run(*argv, "--out", str(tmp_path / "partial"), "--keep-partial") == 0
     report = _report(tmp_path / "partial")
     assert not report["failures"] and report["counts"]["train"]["prepared"] == 2
-    info = clipstore.read_info(tmp_path / "partial" / "clips/a/corrupt.stclip")
+    info = clipstore.read_info(tmp_path / "partial" / "clips/a/corrupt.avi.stclip")
     assert info.num_frames == 20
 
 
@@ -509,4 +512,4 @@ def test_kinetics_test_csv_without_labels_is_ignored(tmp_path: Path) -> None:
         == 0
     )
     report = _report(out)
-    assert report["ignored_test_rows"] == 1 and report["counts"]["train"]["prepared"] == 1
+    assert report["test_rows_without_labels"] == 1 and report["counts"]["train"]["prepared"] == 1

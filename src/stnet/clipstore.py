@@ -7,6 +7,10 @@ Layout (little endian)::
     frames   JPEG bytes of frame 0, 1, ..., n-1, back to back
     index    (n + 1) u64 absolute offsets: frame i is bytes [offset[i], offset[i+1]); offset[n] is
              index_offset itself
+    source   48 bytes (version 2): the source video's size u64, mtime_ns i64 and the SHA-256 of its
+             first and last MiB (all zero: unknown), so that a rerun notices a replaced source
+
+Version 1 files (without the source record) are still read.
 
 Any frame is read with two small reads (header, index) plus one per run of nearby frames, without
 decoding the others. There is no pickle: reading a file never runs code. A file is *complete* only if
@@ -17,11 +21,12 @@ final name.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import os
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -38,21 +43,73 @@ from stnet.fileio import atomic_path
 
 SUFFIX = ".stclip"
 MAGIC = b"STNCLIP1"
-VERSION = 1
+VERSION = 2  # what is written; 1 (no source record) is still read
+_READABLE = (1, 2)
 _HEADER = struct.Struct("<8sIIIIdQ")
 HEADER_SIZE = _HEADER.size  # 40
+_SOURCE = struct.Struct("<Qq32s")
+SOURCE_SIZE = _SOURCE.size  # 48
+_HASHED = 1 << 20  # bytes hashed at each end of a source video
 _MAX_GAP = 4  # read nearby frames in one read when at most this many unwanted frames lie between them
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
+class SourceStamp:
+    """Which source file a clip was converted from: its size, mtime and a hash of its two ends."""
+
+    size: int
+    mtime_ns: int
+    digest: bytes  # SHA-256 of the first and the last MiB
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> SourceStamp:
+        """The stamp of the file at ``path`` now (OSError if it cannot be read)."""
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            return cls(st.st_size, st.st_mtime_ns, _ends_digest(f, st.st_size))
+
+    def matches(self, path: str | os.PathLike) -> bool:
+        """Whether ``path`` still holds the file this stamp describes.
+
+        Same size and mtime: yes (nothing is read). Same size, other mtime (a copy without ``-p``): the
+        hash of both ends decides. Another size, or an unreadable file: no.
+        """
+        try:
+            st = os.stat(path)
+            if st.st_size != self.size:
+                return False
+            if st.st_mtime_ns == self.mtime_ns:
+                return True
+            with open(path, "rb") as f:
+                return _ends_digest(f, st.st_size) == self.digest
+        except OSError:
+            return False
+
+
+def _ends_digest(f: io.BufferedReader, size: int) -> bytes:
+    h = hashlib.sha256(f.read(_HASHED))
+    if size > _HASHED:
+        f.seek(max(_HASHED, size - _HASHED))
+        h.update(f.read(_HASHED))
+    return h.digest()
+
+
+@dataclasses.dataclass(frozen=True)
 class ClipInfo:
-    """What the header of a clip file says."""
+    """What the header of a clip file says (and, from version 2 on, which source it came from)."""
 
     num_frames: int
     width: int
     height: int
     fps: float
     index_offset: int
+    version: int = VERSION
+    source: SourceStamp | None = None
+
+    @property
+    def size(self) -> int:
+        """The size a complete file with this header has."""
+        return self.index_offset + 8 * (self.num_frames + 1) + (SOURCE_SIZE if self.version >= 2 else 0)
 
 
 def _parse_header(data: bytes, path: str | os.PathLike) -> ClipInfo:
@@ -61,17 +118,30 @@ def _parse_header(data: bytes, path: str | os.PathLike) -> ClipInfo:
     magic, version, n, width, height, fps, index_offset = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise DataError(f"{path}: not a clip file (bad magic)")
-    if version != VERSION:
+    if version not in _READABLE:
         raise DataError(f"{path}: clip file version {version} is not supported (expected {VERSION})")
     if index_offset < HEADER_SIZE:
         raise DataError(f"{path}: clip file is incomplete (a writer was interrupted)")
-    return ClipInfo(n, width, height, fps, index_offset)
+    return ClipInfo(n, width, height, fps, index_offset, version)
+
+
+def _read_source(f: io.BufferedReader, info: ClipInfo) -> SourceStamp | None:
+    if info.version < 2:
+        return None
+    f.seek(info.index_offset + 8 * (info.num_frames + 1))
+    data = f.read(SOURCE_SIZE)
+    if len(data) != SOURCE_SIZE:
+        return None
+    size, mtime_ns, digest = _SOURCE.unpack(data)
+    return SourceStamp(size, mtime_ns, digest) if digest != bytes(32) else None
 
 
 def read_info(path: str | os.PathLike) -> ClipInfo:
-    """The header of the clip file at ``path`` (DataError if it is not one)."""
+    """The header of the clip file at ``path``, with its source stamp (DataError if it is not one)."""
     with open(path, "rb") as f:
-        return _parse_header(f.read(HEADER_SIZE), path)
+        info = _parse_header(f.read(HEADER_SIZE), path)
+        source = _read_source(f, info)
+    return dataclasses.replace(info, source=source)
 
 
 def is_complete(path: str | os.PathLike) -> bool:
@@ -81,8 +151,7 @@ def is_complete(path: str | os.PathLike) -> bool:
             info = _parse_header(f.read(HEADER_SIZE), path)
             if info.num_frames == 0:
                 return False
-            size = os.fstat(f.fileno()).st_size
-            if size != info.index_offset + 8 * (info.num_frames + 1):
+            if os.fstat(f.fileno()).st_size != info.size:
                 return False
             f.seek(info.index_offset)
             offsets = np.frombuffer(f.read(8 * (info.num_frames + 1)), "<u8")
@@ -102,9 +171,10 @@ class ClipWriter:
     ...         w.add_image(image, quality=90)
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float = 0.0) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float = 0.0, source: SourceStamp | None = None) -> None:
         self.path = Path(path)
         self.fps = float(fps)
+        self.source = source
         self.size: tuple[int, int] | None = None
         self.offsets: list[int] = [HEADER_SIZE]
         self._atomic = atomic_path(self.path)
@@ -151,6 +221,8 @@ class ClipWriter:
                     raise DataError("no frames to write")
                 index_offset = self.offsets[-1]
                 f.write(np.asarray(self.offsets, "<u8").tobytes())
+                stamp = self.source or SourceStamp(0, 0, bytes(32))
+                f.write(_SOURCE.pack(stamp.size, stamp.mtime_ns, stamp.digest))
                 f.seek(0)
                 f.write(
                     _HEADER.pack(

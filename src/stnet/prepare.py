@@ -5,47 +5,62 @@ Three front ends build a *plan* (which source video goes to which split with whi
 * ``ucf101``: the official ``classInd.txt``/``trainlist0X.txt``/``testlist0X.txt`` split X (class and
   file names matched case-insensitively), or on request a random split *by actor group* ``gXX``;
 * ``kinetics``: the Kinetics CSVs; the label file is the reference's ``generate_label`` (sorted class
-  names of the train CSV, ``<class name> <index>`` lines); missing videos are counted and listed;
+  names of the train CSV, ``<class name> <index>`` lines); missing videos are counted and listed; test
+  rows with labels become a ``test`` split;
 * ``list``: ``relative/path label`` lists (MMAction2 style), or a folder-per-class tree.
 
 One back end executes it: every video is decoded with PyAV (every frame, counted as decoded), resized
 to the short side with Pillow bilinear, JPEG-encoded and written as one ``.stclip`` file
-(:mod:`stnet.clipstore`) under ``OUT/clips/``, atomically. Then ``classes.txt``, ``train.txt``,
-``val.txt`` and ``prepare_report.json`` are written. The source is only ever read. A rerun trusts
-only complete clip files and skips them; leftovers of a killed run are removed. A bad video is
-skipped and listed with its reason; the exit status is 1 only when a split that was asked for ends up
-with no video (or, with ``--strict``, when anything failed or was missing).
+(:mod:`stnet.clipstore`) under ``OUT/clips/`` named after the source's path *with* its extension (so
+two sources never share a clip), atomically. Then ``classes.txt``, ``train.txt``, ``val.txt`` (and
+``test.txt``) and ``prepare_report.json`` are written.
+
+Safety: the source is only ever read; ``OUT`` may not be, or hold, an input; the report lists every
+file prepare writes (``files``), and a file at one of those paths that an earlier run did not list is
+never replaced (one-line error, nothing written). One run at a time holds ``OUT``'s lock. A rerun
+trusts only complete clip files converted from the same source (size, mtime, hash of both ends) and
+skips them; leftovers of a killed run are removed. A bad video is skipped and listed with its reason.
+Ctrl-C and SIGTERM stop cleanly (report: incomplete); decoding workers die with their parent. An
+error writing the output (full disk, read-only folder) stops the run with one line; a rerun finishes.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import csv
+import ctypes
+import io
 import json
 import multiprocessing
 import os
 import random
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PIL import Image
 
 from stnet import clipstore
 from stnet.argtypes import workers_arg
-from stnet.errors import DataError
-from stnet.fileio import atomic_write_bytes
+from stnet.errors import DataError, OSFailure, StnetError, UserError, os_error_line
+from stnet.fileio import atomic_write_bytes, folder_lock, refuse_overwriting_inputs
+from stnet.lists import check_class_name, read_classes, read_lines, read_text
 from stnet.transforms import resized_size
 from stnet.video import is_video_file, iter_frames, open_video
 
 __all__ = [
     "Job",
     "Plan",
+    "PrepareError",
     "Settings",
     "convert_video",
     "execute",
@@ -55,9 +70,11 @@ __all__ = [
     "register_cli",
 ]
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
+LIST_SPLITS = ("train", "val")  # always written; test.txt only when there is a test split
 REPORT = "prepare_report.json"
 CLIPS = "clips"
+_NAME_MAX = 255  # bytes in one file name (Linux, macOS, Windows)
 _GROUP = re.compile(r"_g(\d+)_c\d+$", re.IGNORECASE)
 _SPLIT_NAMES = {
     "train": "train",
@@ -69,6 +86,10 @@ _SPLIT_NAMES = {
     "test": "test",
     "testing": "test",
 }
+
+
+class PrepareError(StnetError):
+    """A prepare run that could not finish: an empty split, ``--strict``, or an error writing ``OUT``."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,7 @@ class Job:
     source: str
     output: str
     label: int
+    where: str = ""  # "file:line" of the entry (or the folder) that asked for it
 
 
 @dataclass
@@ -102,6 +124,24 @@ class Plan:
     failures: list[dict[str, str]] = field(default_factory=list)  # entries refused while planning
     split: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)  # files and folders read: OUT must not hold them
+    warnings: list[str] = field(default_factory=list)  # printed and reported
+
+    def add(self, split: str, root: Path, rel: PurePosixPath, label: int, where: str) -> None:
+        """Add the job of the video ``root/rel``, or a failure if its clip name cannot be stored."""
+        output = clip_output(rel)
+        longest = max(len(part.encode()) for part in PurePosixPath(output).parts)
+        if longest > _NAME_MAX:
+            self.failures.append(
+                {
+                    "split": split,
+                    "source": str(root / rel),
+                    "reason": f"the clip name would be {longest} bytes "
+                    f"long (at most {_NAME_MAX}): rename the video",
+                }
+            )
+            return
+        self.jobs.append(Job(split, str(root / rel), output, label, where))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -119,14 +159,20 @@ def _probe(path: str) -> tuple[float, int]:
 def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: Settings) -> dict[str, Any]:
     """Decode ``source`` and write it as the clip file ``dest``; DataError (nothing written) if it fails.
 
-    Returns ``{"frames", "width", "height"}`` and maybe a ``"warning"``: when ``keep_partial`` kept the
-    frames decoded before an error, or when fewer frames decoded than the header announces (a truncated
-    AVI decodes cleanly up to its cut; headers also lie, so this is only reported).
+    The clip records the source's :class:`~stnet.clipstore.SourceStamp`. Returns ``{"frames", "width",
+    "height"}`` and maybe a ``"warning"``: when ``keep_partial`` kept the frames decoded before an error,
+    or when fewer frames decoded than the header announces (a truncated AVI decodes cleanly up to its
+    cut; headers also lie, so this is only reported). An error writing ``dest`` is an
+    :class:`~stnet.errors.OSFailure`.
     """
     fps, announced = _probe(str(source))
+    try:
+        stamp = clipstore.SourceStamp.of(source)
+    except OSError as e:
+        raise DataError(f"cannot read: {os_error_line(e)}") from None
     frames = iter_frames(source)
     warning = None
-    with clipstore.ClipWriter(dest, fps) as writer:
+    with clipstore.ClipWriter(dest, fps, source=stamp) as writer:
         while True:
             try:
                 image = next(frames)
@@ -150,16 +196,48 @@ def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: 
     return result
 
 
-def _work(source: str, dest: str, settings: Settings) -> tuple[bool, dict[str, Any] | str]:
-    """Worker entry: never raises for a bad video, returns ``(ok, result or reason)``."""
+Result = tuple[str, Any]  # ("ok", info) | ("failed", reason) | ("fatal", one-line OS error writing OUT)
+
+
+def _work(source: str, dest: str, settings: Settings) -> Result:
+    """Worker entry: never raises; a bad video is ``failed``, an error writing the clip ``fatal``."""
     try:
-        return True, convert_video(source, dest, settings)
+        return "ok", convert_video(source, dest, settings)
+    except OSFailure as e:  # the output, not the video: a full disk or a read-only folder stops the run
+        return "fatal", str(e)
     except DataError as e:
-        return False, str(e)
+        return "failed", str(e)
     except MemoryError:
-        return False, "out of memory while decoding"
+        return "failed", "out of memory while decoding"
     except Exception as e:  # a bad input must never stop the run
-        return False, f"unexpected error: {type(e).__name__}: {e}"
+        return "failed", f"unexpected error: {type(e).__name__}: {e}"
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_init(parent: int) -> None:
+    """In each decoding worker: die with the parent, and leave Ctrl-C and SIGTERM to it.
+
+    Linux delivers SIGKILL when the parent exits, however it dies (``prctl(PR_SET_PDEATHSIG)``);
+    elsewhere, and against the parent dying before the call, a thread checks the parent every second.
+    Workers ignore SIGINT: the parent stops them (and removes their temporary files) itself.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:  # re-parented: the parent is gone
+            os._exit(1)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -167,9 +245,22 @@ def _work(source: str, dest: str, settings: Settings) -> tuple[bool, dict[str, A
 # ----------------------------------------------------------------------------------------------------
 
 
-def _safe_name(name: str) -> str:
-    """A class name as a folder name: spaces and unusual characters become ``_``."""
-    return re.sub(r"[^A-Za-z0-9._()+-]+", "_", name).strip("_") or "_"
+def _escape_char(c: str) -> str:
+    """``c`` as it appears in a clip name: itself, or ``%XX`` per byte if a list line cannot hold it."""
+    if c == "%" or (c.isspace() and c != " ") or unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp"):
+        return "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape"))
+    return c
+
+
+def clip_output(rel: PurePosixPath) -> str:
+    """The clip (relative to OUT) of the video at ``rel`` (relative to the video root).
+
+    It is the video's path *with* its extension plus ``.stclip`` (``a/x.mp4`` → ``clips/a/x.mp4.stclip``,
+    ``a/x.avi`` → ``clips/a/x.avi.stclip``), so two sources never share a clip. Line breaks, tabs,
+    control characters, bytes that are not UTF-8 and ``%`` itself are written ``%XX``: the name stays
+    unique (the escape is reversible) and every list line reads back.
+    """
+    return f"{CLIPS}/{''.join(map(_escape_char, rel.as_posix()))}{clipstore.SUFFIX}"
 
 
 def _index_videos(source: Path) -> list[Path]:
@@ -198,12 +289,8 @@ def _find_annotations(source: Path, given: str | None, split: int) -> Path | Non
     return None
 
 
-def _read_lines(path: Path) -> list[str]:
-    return [
-        line.strip()
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-        if line.strip()
-    ]
+def _posix(path: Path) -> PurePosixPath:
+    return PurePosixPath(path.as_posix())
 
 
 def plan_ucf101(
@@ -221,11 +308,12 @@ def plan_ucf101(
             "the reference's random split with --random-split 0.8"
         )
     classes: list[str] = []
-    for line in _read_lines(folder / "classInd.txt"):
-        number, _, name = line.partition(" ")
-        if not number.isdigit() or int(number) != len(classes) + 1 or not name.strip():
+    for number, line in read_lines(folder / "classInd.txt", "UCF101 class file"):
+        index, _, name = line.partition(" ")
+        if not index.isdigit() or int(index) != len(classes) + 1 or not name.strip():
             raise DataError(
-                f"{folder / 'classInd.txt'}: expected '<1-based index> <class name>' lines, got {line!r}"
+                f"{folder / 'classInd.txt'}:{number}: expected '<1-based index> <class name>' lines, "
+                f"got {line!r}"
             )
         classes.append(name.strip())
     label_of = {name.lower(): i for i, name in enumerate(classes)}
@@ -233,9 +321,11 @@ def plan_ucf101(
     by_name: dict[str, list[Path]] = {}
     for v in videos:
         by_name.setdefault(v.name.lower(), []).append(v)
+    lists = (("train", folder / f"trainlist0{split}.txt"), ("val", folder / f"testlist0{split}.txt"))
     plan = Plan("ucf101", classes, split={"kind": "official", "split": split, "annotations": str(folder)})
-    for split_name, list_name in (("train", f"trainlist0{split}.txt"), ("val", f"testlist0{split}.txt")):
-        for line in _read_lines(folder / list_name):
+    plan.inputs = [str(source), str(folder / "classInd.txt"), *(str(path) for _, path in lists)]
+    for split_name, list_path in lists:
+        for number, line in read_lines(list_path, "UCF101 split file"):
             entry = line.split()[0].replace("\\", "/")
             class_part = entry.split("/")[0] if "/" in entry else ""
             label = label_of.get(class_part.lower())
@@ -254,8 +344,7 @@ def plan_ucf101(
             if found is None:
                 plan.missing.append({"split": split_name, "entry": entry})
                 continue
-            output = f"{CLIPS}/{_safe_name(classes[label])}/{found.stem}{clipstore.SUFFIX}"
-            plan.jobs.append(Job(split_name, str(source / found), output, label))
+            plan.add(split_name, source, _posix(found), label, f"{list_path}:{number}")
     return plan
 
 
@@ -286,25 +375,22 @@ def _ucf_random(source: Path, videos: list[Path], fraction: float, seed: int) ->
             "train_groups": sorted(train_groups),
             "val_groups": sorted(set(groups) - train_groups),
         },
+        inputs=[str(source)],
     )
     label_of = {name: i for i, name in enumerate(classes)}
     for v in in_class:
         split = "train" if group(v) in train_groups else "val"
-        output = f"{CLIPS}/{_safe_name(v.parts[0])}/{v.stem}{clipstore.SUFFIX}"
-        plan.jobs.append(Job(split, str(source / v), output, label_of[v.parts[0]]))
+        plan.add(split, source, _posix(v), label_of[v.parts[0]], str(source / v.parent))
     return plan
 
 
-def _csv_rows(path: Path) -> tuple[list[dict[str, str]], str | None]:
-    """Rows of a Kinetics CSV as dicts, and the split its file name suggests (for CSVs without one)."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    except FileNotFoundError:
-        raise DataError(f"CSV file not found: {path}") from None
+def _csv_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], str | None]:
+    """``(line number, row)`` of a Kinetics CSV, and the split its file name suggests (if no column)."""
+    reader = csv.reader(io.StringIO(read_text(path, "CSV file"), newline=""))
+    rows = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
     columns = ["label", "youtube_id", "time_start", "time_end", "split", "is_cc"]
-    if rows and "youtube_id" in (c.strip().lower() for c in rows[0]):
-        columns = [c.strip().lower() for c in rows[0]]
+    if rows and "youtube_id" in (c.strip().lower() for c in rows[0][1]):
+        columns = [c.strip().lower() for c in rows[0][1]]
         rows = rows[1:]
     missing = {"youtube_id", "time_start", "time_end"} - set(columns)  # the test CSV has no label
     if missing:
@@ -314,23 +400,27 @@ def _csv_rows(path: Path) -> tuple[list[dict[str, str]], str | None]:
         )
     stem = path.stem.lower()
     guess = next((s for key, s in _SPLIT_NAMES.items() if key in stem), None)
-    return [dict(zip(columns, (c.strip() for c in r), strict=False)) for r in rows], guess
+    return [(n, dict(zip(columns, (c.strip() for c in r), strict=False))) for n, r in rows], guess
 
 
 def plan_kinetics(csvs: Sequence[str], source: Path, label_file: str | None) -> Plan:
-    """Kinetics CSVs → jobs; labels from the train rows (the reference's generate_label) or ``label_file``."""
-    table: list[tuple[str, dict[str, str], Path]] = []
+    """Kinetics CSVs → jobs; labels from the train rows (the reference's generate_label) or ``label_file``.
+
+    Test rows with a label become the ``test`` split; the official test CSV has none, and its rows are
+    counted as ``test_rows_without_labels`` (and said so).
+    """
+    table: list[tuple[str, dict[str, str], str]] = []  # split, row, "file:line"
     for name in csvs:
         rows, guess = _csv_rows(Path(name))
-        for row in rows:
+        for number, row in rows:
             split = _SPLIT_NAMES.get(row.get("split", "").lower()) or guess
             if split is None:
                 raise DataError(
                     f"{name}: rows have no split column and the file name does not say train/val/test"
                 )
-            table.append((split, row, Path(name)))
+            table.append((split, row, f"{name}:{number}"))
     if label_file:
-        classes = _read_label_file(Path(label_file))
+        classes = read_classes(label_file)
     else:
         classes = sorted(
             {row.get("label", "").strip('"') for split, row, _ in table if split == "train"} - {""}
@@ -352,12 +442,13 @@ def plan_kinetics(csvs: Sequence[str], source: Path, label_file: str | None) -> 
             "csv": [str(c) for c in csvs],
             "label_file": label_file or "from the train CSV",
         },
+        inputs=[*map(str, csvs), *([label_file] if label_file else []), str(source)],
     )
     seen: set[tuple[str, str]] = set()
-    ignored = 0
-    for split, row, _ in table:
-        if split == "test":
-            ignored += 1
+    unlabelled = 0
+    for split, row, where in table:
+        if split == "test" and not row.get("label", "").strip('"'):
+            unlabelled += 1
             continue
         try:
             stem = (
@@ -365,7 +456,11 @@ def plan_kinetics(csvs: Sequence[str], source: Path, label_file: str | None) -> 
             )
         except ValueError:
             plan.failures.append(
-                {"split": split, "source": ",".join(row.values()), "reason": "bad time_start/time_end"}
+                {
+                    "split": split,
+                    "source": ",".join(row.values()),
+                    "reason": f"{where}: bad time_start/time_end",
+                }
             )
             continue
         if (split, stem) in seen:
@@ -377,7 +472,7 @@ def plan_kinetics(csvs: Sequence[str], source: Path, label_file: str | None) -> 
                 {
                     "split": split,
                     "source": stem,
-                    "reason": f"label {row.get('label', '')!r} is not in the train label map",
+                    "reason": f"{where}: label {row.get('label', '')!r} is not in the train label map",
                 }
             )
             continue
@@ -385,112 +480,167 @@ def plan_kinetics(csvs: Sequence[str], source: Path, label_file: str | None) -> 
         if found is None:
             plan.missing.append({"split": split, "entry": stem})
             continue
-        output = f"{CLIPS}/{_safe_name(classes[label])}/{stem}{clipstore.SUFFIX}"
-        plan.jobs.append(Job(split, str(source / found), output, label))
-    plan.notes["ignored_test_rows"] = ignored
+        plan.add(split, source, _posix(found), label, where)
+    plan.notes["test_rows_without_labels"] = unlabelled
+    if unlabelled:
+        plan.warnings.append(
+            f"{unlabelled} test rows have no label (the official test CSV): not prepared; a test CSV with "
+            "labels becomes the test split (test.txt)"
+        )
     return plan
-
-
-def _read_label_file(path: Path) -> list[str]:
-    names: dict[int, str] = {}
-    try:
-        lines = _read_lines(path)
-    except FileNotFoundError:
-        raise DataError(f"label file not found: {path}") from None
-    for line in lines:
-        name, _, index = line.rpartition(" ")
-        if not index.isdigit() or not name:
-            raise DataError(f"{path}: expected '<class name> <index>' lines, got {line!r}")
-        names[int(index)] = name
-    if sorted(names) != list(range(len(names))):
-        raise DataError(f"{path}: class indices must be 0..{len(names) - 1}, each once")
-    return [names[i] for i in range(len(names))]
 
 
 def _parse_list_arg(value: str) -> tuple[str, Path]:
     split, eq, file = value.partition("=")
-    if eq and _SPLIT_NAMES.get(split.lower()) in SPLITS:
+    if eq and _SPLIT_NAMES.get(split.lower()) in LIST_SPLITS:
         return _SPLIT_NAMES[split.lower()], Path(file)
     path = Path(value)
     stem = path.stem.lower()
     for key, name in _SPLIT_NAMES.items():
-        if key in stem and name in SPLITS:
+        if key in stem and name in LIST_SPLITS:
             return name, path
     if "test" in stem:
         return "val", path
     return "train", path
 
 
+_PLAIN_INT = re.compile(r"^\d+$")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    split: str
+    rel: str
+    label: str
+    where: str  # "file:line", or the folder
+
+
+def _read_list_entries(split: str, path: Path) -> tuple[list[_Entry], str | None]:
+    """The entries of one list file and its label kind (``"integer"``, ``"name"``; None if empty).
+
+    The first label decides the kind of the whole file; a label of the other kind (``O`` among
+    integers, ``-1`` or ``1.5`` anywhere, ``3`` among names) is a one-line error naming its line.
+    """
+    entries: list[_Entry] = []
+    kind: str | None = None
+    first = ""
+    for number, line in read_lines(path, "list file"):
+        if line.startswith("#"):
+            continue
+        where = f"{path}:{number}"
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2:
+            raise DataError(f"{where}: expected 'relative/path label', got {line!r}")
+        label = parts[1]
+        looks_numeric = bool(_NUMBER.match(label))
+        if kind is None:
+            kind, first = ("integer" if looks_numeric else "name"), f"line {number}: {label!r}"
+        if kind == "integer" and not _PLAIN_INT.match(label):
+            raise DataError(
+                f"{where}: label {label!r} is not an integer >= 0, and this list's labels are integers "
+                f"({first}); use integers 0..K-1 or class names throughout"
+            )
+        if kind == "name" and looks_numeric:
+            raise DataError(
+                f"{where}: label {label!r} is a number, and this list's labels are class names "
+                f"({first}); use integers 0..K-1 or class names throughout"
+            )
+        entries.append(_Entry(split, parts[0], label, where))
+    return entries, kind
+
+
 def plan_list(lists: Sequence[str], root: Path, folders: bool, label_file: str | None) -> Plan:
-    """``relative/path label`` lists (labels: integers or class names), or with ``folders`` a class tree."""
-    entries: list[tuple[str, str, str]] = []  # split, relative path, label text
+    """``relative/path label`` lists (labels: integers or class names, one kind per file), or with
+    ``folders`` a class tree (labels: the folder names)."""
+    entries: list[_Entry] = []
+    kinds: dict[str, str] = {}  # source of labels -> "integer" | "name"
+    warnings: list[str] = []
     if folders:
         if not root.is_dir():
             raise DataError(f"root folder not found: {root}")
-        split_roots = [(s, root / s) for s in SPLITS if (root / s).is_dir()] or [("train", root)]
+        split_roots = [(s, root / s) for s in LIST_SPLITS if (root / s).is_dir()] or [("train", root)]
         for split, base in split_roots:
             for v in _index_videos(base):
                 if len(v.parts) == 2:
-                    entries.append((split, str((base / v).relative_to(root)), v.parts[0]))
+                    rel = (base / v).relative_to(root)
+                    entries.append(_Entry(split, rel.as_posix(), v.parts[0], str(base / v.parts[0])))
+        kinds[f"the folders of {root}"] = "name"
     for value in lists:
         split, path = _parse_list_arg(value)
-        try:
-            lines = _read_lines(path)
-        except FileNotFoundError:
-            raise DataError(f"list file not found: {path}") from None
-        for line in lines:
-            if line.startswith("#"):
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2:
-                raise DataError(f"{path}: expected 'relative/path label' lines, got {line!r}")
-            entries.append((split, parts[0], parts[1]))
+        found, kind = _read_list_entries(split, path)
+        if kind is None:
+            warnings.append(f"{path} lists no video")
+        else:
+            kinds[str(path)] = kind
+        entries += found
     if not entries:
         raise DataError("nothing to prepare: give --list FILE (relative/path label lines) or --folders")
-    numeric = all(label.isdigit() for _, _, label in entries)
+    if len(set(kinds.values())) > 1:
+        integer = next(k for k, v in kinds.items() if v == "integer")
+        name = next(k for k, v in kinds.items() if v == "name")
+        raise DataError(f"{integer} has integer labels, {name} class names: use one kind in every list")
+    numeric = set(kinds.values()) == {"integer"}
     if label_file:
-        classes = _read_label_file(Path(label_file))
+        classes = read_classes(label_file)
     elif numeric:
-        top = max(int(label) for _, _, label in entries)
+        top = max(int(e.label) for e in entries)
         classes = [_class_name(entries, i) for i in range(top + 1)]
     else:
-        classes = sorted(
-            {label for split, _, label in entries if split == "train"} or {e[2] for e in entries}
-        )
+        classes = sorted({e.label for e in entries if e.split == "train"} or {e.label for e in entries})
     label_of = {name: i for i, name in enumerate(classes)}
     plan = Plan(
         "list",
         classes,
         split={"kind": "folders" if folders else "lists", "lists": list(lists), "root": str(root)},
+        inputs=[
+            *(str(_parse_list_arg(v)[1]) for v in lists),
+            *([label_file] if label_file else []),
+            str(root),
+        ],
+        warnings=warnings,
     )
-    for split, rel, label_text in entries:
-        label = int(label_text) if numeric else label_of.get(label_text)
+    for e in entries:
+        label = int(e.label) if numeric else label_of.get(e.label)
         if label is None or label >= len(classes):
-            plan.failures.append({"split": split, "source": rel, "reason": f"unknown class {label_text!r}"})
-            continue
-        rel_path = Path(rel)
-        if rel_path.is_absolute() or ".." in rel_path.parts:
             plan.failures.append(
-                {"split": split, "source": rel, "reason": "the path must be relative to --root"}
+                {"split": e.split, "source": e.rel, "reason": f"{e.where}: unknown class {e.label!r}"}
             )
             continue
-        if not (root / rel_path).exists():
-            plan.missing.append({"split": split, "entry": rel})
+        rel = PurePosixPath(e.rel)
+        if rel.is_absolute() or ".." in rel.parts:
+            plan.failures.append(
+                {
+                    "split": e.split,
+                    "source": e.rel,
+                    "reason": f"{e.where}: the path must be relative to --root",
+                }
+            )
             continue
-        output = f"{CLIPS}/{rel_path.with_suffix('').as_posix()}{clipstore.SUFFIX}"
-        plan.jobs.append(Job(split, str(root / rel_path), output, label))
+        if not (root / rel).exists():
+            plan.missing.append({"split": e.split, "entry": e.rel})
+            continue
+        plan.add(e.split, root, rel, label, e.where)
     return plan
 
 
-def _class_name(entries: list[tuple[str, str, str]], index: int) -> str:
+def _class_name(entries: list[_Entry], index: int) -> str:
     """A name for integer label ``index``: the one parent folder its videos share, else ``class<index>``."""
-    parents = {Path(rel).parent.name for _, rel, label in entries if int(label) == index}
-    return parents.pop() if len(parents) == 1 and "" not in parents else f"class{index}"
+    parents = {PurePosixPath(e.rel).parent.name for e in entries if int(e.label) == index}
+    if len(parents) == 1 and "" not in parents:
+        name = parents.pop()
+        with contextlib.suppress(DataError):
+            check_class_name(name, "a folder name")
+            return name
+    return f"class{index}"
 
 
 # ----------------------------------------------------------------------------------------------------
 # The back end: executing a plan
 # ----------------------------------------------------------------------------------------------------
+
+
+_LEFTOVER = re.compile(r"^\..+\.stclip\.[A-Za-z0-9_]+\.tmp$")  # fileio.atomic_path's temp name
 
 
 def _remove_leftovers(clips: Path) -> int:
@@ -500,20 +650,16 @@ def _remove_leftovers(clips: Path) -> int:
         return 0
     for folder, _, files in os.walk(clips):
         for name in files:
-            if name.startswith(".") and name.endswith(".tmp") and clipstore.SUFFIX in name:
+            if _LEFTOVER.match(name):
                 Path(folder, name).unlink(missing_ok=True)
                 removed += 1
     return removed
 
 
-def _check_settings(out: Path, settings: Settings) -> None:
-    report = out / REPORT
-    if not report.is_file():
-        return
+def _check_settings(out: Path, previous: dict[str, Any] | None, settings: Settings) -> None:
     try:
-        previous = json.loads(report.read_text(encoding="utf-8"))
-        before = Settings(**{k: previous["settings"][k] for k in asdict(settings)})
-    except (ValueError, KeyError, TypeError):
+        before = Settings(**{k: previous["settings"][k] for k in asdict(settings)})  # type: ignore[index]
+    except (KeyError, TypeError):
         return
     if before != settings:
         changed = ", ".join(
@@ -527,53 +673,175 @@ def _check_settings(out: Path, settings: Settings) -> None:
         )
 
 
+def _previous_report(out: Path) -> dict[str, Any] | None:
+    """The report an earlier run left in ``out`` (None: none); an error if it is not stnet's own."""
+    path = out / REPORT
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        report = json.loads(read_text(path))
+    except (StnetError, ValueError):
+        report = None
+    if not isinstance(report, dict) or "command" not in report or "settings" not in report:
+        raise UserError(
+            f"{path} exists and is not a report stnet prepare wrote; nothing was written: move it away "
+            "or choose another --out folder"
+        )
+    if not isinstance(report.get("files"), list):
+        raise UserError(
+            f"{out} was prepared by an older stnet (clip names without the video's extension, and no "
+            f"list of its files); nothing was written: prepare into a new --out folder, or delete {out} "
+            "and rerun to convert again"
+        )
+    return report
+
+
+def _check_outputs(out: Path, planned: Sequence[str]) -> dict[str, Any] | None:
+    """Refuse to replace a file in ``out`` that no earlier prepare run listed as its own.
+
+    Returns the earlier run's report (None: there is none). Nothing is written here.
+    """
+    previous = _previous_report(out)
+    ours = set(previous["files"]) if previous else set()
+    for rel in planned:
+        path = out / rel
+        if rel not in ours and (path.exists() or path.is_symlink()):
+            raise UserError(
+                f"{path} exists and stnet prepare did not write it (it is not among the files of "
+                f"{out / REPORT}); nothing was written: move it away or choose another --out folder"
+            )
+    return previous
+
+
+def _report_bytes(report: dict[str, Any]) -> bytes:
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a path with bytes that are not UTF-8: escape them as JSON does
+        return (json.dumps(report, indent=2) + "\n").encode()
+
+
 def _write_report(out: Path, report: dict[str, Any]) -> None:
-    atomic_write_bytes(out / REPORT, (json.dumps(report, indent=2, ensure_ascii=False) + "\n").encode())
+    atomic_write_bytes(out / REPORT, _report_bytes(report))
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Kill the pool's workers now (they hold no state worth waiting for) and drop queued work."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_jobs(
     todo: list[tuple[str, str]], settings: Settings, workers: int, progress: bool
-) -> dict[str, tuple[bool, dict[str, Any] | str]]:
-    """Convert ``(source, dest)`` pairs; results by dest. Worker crashes fail only the videos in flight."""
+) -> tuple[dict[str, Result], str | None]:
+    """Convert ``(source, dest)`` pairs: results by dest, and the first fatal error (then the rest stop).
+
+    A worker crash fails only the videos in flight. Ctrl-C (or SIGTERM, see :func:`_sigterm_as_ctrl_c`)
+    kills the workers and raises KeyboardInterrupt.
+    """
     from tqdm import tqdm
 
-    results: dict[str, tuple[bool, dict[str, Any] | str]] = {}
+    results: dict[str, Result] = {}
+    fatal: str | None = None
     bar = tqdm(total=len(todo), unit="video", desc="prepare", disable=not progress, dynamic_ncols=True)
     try:
         if workers <= 1:
             for source, dest in todo:
                 results[dest] = _work(source, dest, settings)
                 bar.update()
-            return results
+                if results[dest][0] == "fatal":
+                    return results, str(results[dest][1])
+            return results, None
         queue = list(reversed(todo))
         # fork: workers inherit the imported modules (importing stnet, and so torch, costs ~1 s per process)
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         while queue:
-            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                running: dict[cf.Future, tuple[str, str]] = {}
-                try:
-                    while queue or running:
-                        while queue and len(running) < 4 * workers:
-                            source, dest = queue.pop()
-                            running[pool.submit(_work, source, dest, settings)] = (source, dest)
-                        done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                        for future in done:
-                            source, dest = running.pop(future)
-                            results[dest] = future.result()
-                            bar.update()
-                except cf.process.BrokenProcessPool:
-                    for _source, dest in running.values():
-                        if dest not in results:
-                            results[dest] = (
-                                False,
-                                "a worker process crashed while decoding (this file or one "
-                                "decoded at the same time)",
-                            )
-                            bar.update()
+            pool = cf.ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+            )
+            running: dict[cf.Future, tuple[str, str]] = {}
+            try:
+                while queue or running:
+                    while queue and len(running) < 4 * workers:
+                        source, dest = queue.pop()
+                        running[pool.submit(_work, source, dest, settings)] = (source, dest)
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for future in done:
+                        source, dest = running.pop(future)
+                        results[dest] = future.result()
+                        bar.update()
+                        if results[dest][0] == "fatal" and fatal is None:
+                            fatal = str(results[dest][1])
+                            queue.clear()  # finish what is running, start nothing more
+                pool.shutdown(wait=True)
+            except cf.process.BrokenProcessPool:
+                for _source, dest in running.values():
+                    if dest not in results:
+                        results[dest] = (
+                            "failed",
+                            "a worker process crashed while decoding (this file or one "
+                            "decoded at the same time)",
+                        )
+                        bar.update()
+                pool.shutdown(wait=True)
+            except BaseException:
+                _stop_workers(pool)
+                raise
     finally:
         bar.close()
-    return results
+    return results, fatal
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """While this holds (in the main thread), SIGTERM stops the run exactly as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _unique_jobs(plan: Plan) -> tuple[list[Job], list[str]]:
+    """The jobs with each (split, video) once; a video listed with two labels is a DataError."""
+    first_of: dict[str, Job] = {}
+    kept: list[Job] = []
+    warnings: list[str] = []
+    for job in plan.jobs:
+        first = first_of.setdefault(job.output, job)
+        if first is job:
+            kept.append(job)
+            continue
+        if first.label != job.label:
+            raise DataError(
+                f"{job.where}: {job.source} is listed again with label {job.label} "
+                f"({plan.classes[job.label]}); {first.where} gives it {first.label} "
+                f"({plan.classes[first.label]}): one video, one label"
+            )
+        if first.split == job.split:
+            warnings.append(f"{job.where}: {job.source} is listed twice (also {first.where}); kept once")
+        elif all(k.output != job.output or k.split != job.split for k in kept):
+            warnings.append(f"{job.where}: {job.source} is in both {first.split} and {job.split}")
+            kept.append(job)
+    return kept, warnings
+
+
+def _video_folders(jobs: Sequence[Job]) -> list[str]:
+    """One video per folder holding videos: ``OUT`` must not be such a folder (or above one)."""
+    by_folder: dict[str, str] = {}
+    for job in jobs:
+        by_folder.setdefault(os.path.dirname(job.source), job.source)
+    return list(by_folder.values())
 
 
 def execute(
@@ -585,82 +853,141 @@ def execute(
     strict: bool = False,
     progress: bool = True,
     options: dict[str, Any] | None = None,
-) -> int:
-    """Prepare every job of ``plan`` into ``out``, write lists, classes and report; return the exit code."""
+) -> dict[str, Any]:
+    """Prepare every job of ``plan`` into ``out``, write lists, classes and report; return the report.
+
+    Raises :class:`~stnet.errors.StnetError` subclasses: UserError when ``out`` is or holds an input or a
+    file prepare did not write, DataError for contradicting labels or unwritable class names,
+    PrepareError when a split ends up empty (or, with ``strict``, anything failed or was missing) and
+    when writing ``out`` fails (then the report says incomplete, and a rerun finishes the work).
+    """
     started = time.monotonic()
     out = Path(out)
-    sources = {Path(j.source).resolve().parent for j in plan.jobs}
-    if out.resolve() in sources:
-        raise DataError(f"--out {out} is a source folder; choose an empty or new folder")
-    out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, settings)
-    report: dict[str, Any] = {
-        "complete": False,
-        "command": plan.command,
-        "options": options or {},
-        "settings": asdict(settings),
-        "split": plan.split,
-        **plan.notes,
-    }
-    _write_report(out, report)
-    removed = _remove_leftovers(out / CLIPS)
+    refuse_overwriting_inputs([out], [*plan.inputs, *_video_folders(plan.jobs)])
+    for i, name in enumerate(plan.classes):
+        check_class_name(name, f"class {i}")
+    jobs, duplicates = _unique_jobs(plan)
+    asked = {j.split for j in jobs} | {m["split"] for m in plan.missing} | {f["split"] for f in plan.failures}
+    splits = [s for s in SPLITS if s in LIST_SPLITS or s in asked]
+    outputs = sorted({j.output for j in jobs})
+    written = ["classes.txt", REPORT, *(f"{s}.txt" for s in splits)]
+    _check_outputs(out, [*written, *outputs])  # before the lock file: a refused folder is left as it was
+    with folder_lock(out, "prepare"), _sigterm_as_ctrl_c():
+        previous = _check_outputs(out, [*written, *outputs])
+        _check_settings(out, previous, settings)
+        files = {f for f in (previous or {}).get("files", []) if (out / f).exists()}
+        if "test.txt" in files and "test" not in splits:
+            splits.append("test")  # an earlier run's test list: rewrite it (empty) rather than keep it stale
+        report: dict[str, Any] = {
+            "complete": False,
+            "command": plan.command,
+            "options": options or {},
+            "settings": asdict(settings),
+            "split": plan.split,
+            **plan.notes,
+            "files": sorted(files | set(written) | set(outputs)),
+        }
+        _write_report(out, report)
+        return _execute_locked(
+            plan,
+            jobs,
+            splits,
+            out,
+            settings,
+            report,
+            workers,
+            strict,
+            progress,
+            started,
+            [*plan.warnings, *duplicates],
+        )
 
+
+def _execute_locked(
+    plan: Plan,
+    jobs: list[Job],
+    splits: list[str],
+    out: Path,
+    settings: Settings,
+    report: dict[str, Any],
+    workers: int,
+    strict: bool,
+    progress: bool,
+    started: float,
+    notes: list[str],
+) -> dict[str, Any]:
+    for note in notes:
+        print(f"stnet: warning: {note}", file=sys.stderr)
+    removed = _remove_leftovers(out / CLIPS)
     outputs: dict[str, str] = {}  # dest → source (a video listed twice is converted once)
-    for job in plan.jobs:
+    for job in jobs:
         outputs.setdefault(job.output, job.source)
     clip_info: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, str]] = []
+    replaced = 0
     for output, source in outputs.items():
         dest = out / output
         if clipstore.is_complete(dest):
             info = clipstore.read_info(dest)
-            clip_info[output] = {
-                "frames": info.num_frames,
-                "width": info.width,
-                "height": info.height,
-                "reused": True,
-            }
-        else:
-            todo.append((source, str(dest)))
-    results = _run_jobs(todo, settings, workers, progress)
+            if info.source is not None and info.source.matches(source):
+                clip_info[output] = {
+                    "frames": info.num_frames,
+                    "width": info.width,
+                    "height": info.height,
+                    "reused": True,
+                }
+                continue
+            replaced += 1  # the source changed since (or is not known): convert it again
+        todo.append((source, str(dest)))
+    try:
+        results, fatal = _run_jobs(todo, settings, workers, progress)
+    except KeyboardInterrupt as e:
+        _stop_incomplete(out, report, f"interrupted ({e or 'Ctrl-C'})")
+        raise
+    if fatal is not None:
+        _stop_incomplete(out, report, fatal)
+        raise PrepareError(f"{fatal}; {out} is incomplete: rerun the same command when this is fixed")
     failures = list(plan.failures)
-    warnings_: list[dict[str, str]] = []
+    warnings_: list[dict[str, str]] = [{"source": "", "warning": note} for note in notes]
     reasons: dict[str, str] = {}
     for source, dest in todo:
-        ok, value = results[dest]
+        status, value = results[dest]
         output = Path(dest).relative_to(out).as_posix()
-        if ok:
-            assert isinstance(value, dict)
+        if status == "ok":
             clip_info[output] = value
             if "warning" in value:
                 warnings_.append({"source": source, "warning": value["warning"]})
         else:
             reasons[output] = str(value)
 
-    lines: dict[str, list[str]] = {s: [] for s in SPLITS}
+    lines: dict[str, list[str]] = {}
     counts: dict[str, dict[str, int]] = {}
-    for split in SPLITS:
-        jobs = [j for j in plan.jobs if j.split == split]
-        ok = [j for j in jobs if j.output in clip_info]
-        for job in jobs:
+    for split in splits:
+        split_jobs = [j for j in jobs if j.split == split]
+        ok = [j for j in split_jobs if j.output in clip_info]
+        for job in split_jobs:
             if job.output in reasons:
                 failures.append({"split": split, "source": job.source, "reason": reasons[job.output]})
         lines[split] = [f"{j.output} {j.label}" for j in ok]
         counts[split] = {
-            "listed": len(jobs)
+            "listed": len(split_jobs)
             + sum(m["split"] == split for m in plan.missing)
             + sum(f["split"] == split for f in plan.failures),
-            "found": len(jobs),
+            "found": len(split_jobs),
             "prepared": len(ok),
             "reused": sum(1 for j in ok if clip_info[j.output].get("reused")),
             "failed": sum(f["split"] == split for f in failures),
             "missing": sum(m["split"] == split for m in plan.missing),
             "frames": sum(clip_info[j.output]["frames"] for j in ok),
         }
-    for split in SPLITS:
-        atomic_write_bytes(out / f"{split}.txt", "".join(f"{line}\n" for line in lines[split]).encode())
-    classes_text = "".join(f"{name} {i}\n" for i, name in enumerate(plan.classes))
-    atomic_write_bytes(out / "classes.txt", classes_text.encode())
+    try:
+        for split in splits:
+            atomic_write_bytes(out / f"{split}.txt", "".join(f"{line}\n" for line in lines[split]).encode())
+        classes_text = "".join(f"{name} {i}\n" for i, name in enumerate(plan.classes))
+        atomic_write_bytes(out / "classes.txt", classes_text.encode())
+    except OSFailure as e:
+        _stop_incomplete(out, report, str(e))
+        raise PrepareError(f"{e}; {out} is incomplete: rerun the same command when this is fixed") from None
     elapsed = time.monotonic() - started
     report.update(
         {
@@ -671,20 +998,54 @@ def execute(
             "missing": plan.missing,
             "warnings": warnings_,
             "leftovers_removed": removed,
+            "sources_changed": replaced,
             "elapsed_s": round(elapsed, 3),
             "videos_per_s": round(len(todo) / elapsed, 2) if elapsed > 0 else None,
         }
     )
-    _write_report(out, report)
+    try:
+        _write_report(out, report)
+    except OSFailure as e:
+        raise PrepareError(f"{e}; {out} is incomplete: rerun the same command when this is fixed") from None
+    _summary(out, counts, failures, plan.missing, len(todo), len(reasons), len(outputs), elapsed)
+    empty = [s for s in splits if counts[s]["listed"] and not counts[s]["prepared"]]
+    if empty:
+        raise PrepareError(
+            f"no video of the {' and '.join(empty)} split could be prepared; see {out / REPORT}"
+        )
+    if not counts["train"]["listed"]:
+        message = f"the train split lists no video: {out / 'train.txt'} is empty"
+        if strict:
+            raise PrepareError(f"--strict: {message}")
+        print(f"stnet: warning: {message}", file=sys.stderr)
+    if strict and (failures or plan.missing):
+        raise PrepareError(f"--strict: {len(failures)} failed and {len(plan.missing)} missing videos")
+    return report
 
-    converted = len(todo) - len(reasons)
+
+def _stop_incomplete(out: Path, report: dict[str, Any], why: str) -> None:
+    """After an interruption or an error writing ``out``: no temp file left, the report says so."""
+    _remove_leftovers(out / CLIPS)
+    report.update({"complete": False, "stopped": why})
+    with contextlib.suppress(StnetError):  # the disk may still be full: the first report already says so
+        _write_report(out, report)
+
+
+def _summary(
+    out: Path,
+    counts: dict[str, dict[str, int]],
+    failures: list[dict[str, str]],
+    missing: list[dict[str, str]],
+    todo: int,
+    failed: int,
+    total: int,
+    elapsed: float,
+) -> None:
     print(
-        f"{out}: {converted} videos converted, {len(outputs) - len(todo)} reused, "
-        f"{len(todo) - converted} failed in {elapsed:.1f} s",
+        f"{out}: {todo - failed} videos converted, {total - todo} reused, {failed} failed in {elapsed:.1f} s",
         file=sys.stderr,
     )
-    for split in SPLITS:
-        c = counts[split]
+    for split, c in counts.items():
         if not c["listed"]:
             continue
         print(
@@ -692,23 +1053,8 @@ def execute(
             f"({c['failed']} failed, {c['missing']} missing)",
             file=sys.stderr,
         )
-    if failures or plan.missing:
+    if failures or missing:
         print(f"  failures and missing videos are listed in {out / REPORT}", file=sys.stderr)
-    empty = [s for s in SPLITS if counts[s]["listed"] and not counts[s]["prepared"]]
-    if empty:
-        print(
-            f"stnet: error: no video of the {' and '.join(empty)} split could be prepared; "
-            f"see {out / REPORT}",
-            file=sys.stderr,
-        )
-        return 1
-    if strict and (failures or plan.missing):
-        print(
-            f"stnet: error: --strict: {len(failures)} failed and {len(plan.missing)} missing videos",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -736,10 +1082,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "command", "quiet")}
 
 
-def _run(args: argparse.Namespace, rest: Sequence[str], make_plan: Callable[[], Any]) -> int:
+def _run(args: argparse.Namespace, rest: Sequence[str], make_plan: Callable[[], Plan]) -> int:
     _no_rest(rest)
     settings = _settings(args)
-    return execute(
+    execute(
         make_plan(),
         args.out,
         settings,
@@ -748,6 +1094,7 @@ def _run(args: argparse.Namespace, rest: Sequence[str], make_plan: Callable[[], 
         progress=not args.quiet,
         options=_options(args),
     )
+    return 0
 
 
 def cmd_ucf101(args: argparse.Namespace, rest: Sequence[str]) -> int:
