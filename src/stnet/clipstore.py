@@ -216,24 +216,31 @@ class ClipWriter:
         assert self._file is not None
         f, self._file = self._file, None
         try:
-            if exc_type is None:
-                if self.num_frames == 0 or self.size is None:
-                    raise DataError("no frames to write")
-                index_offset = self.offsets[-1]
-                f.write(np.asarray(self.offsets, "<u8").tobytes())
-                stamp = self.source or SourceStamp(0, 0, bytes(32))
-                f.write(_SOURCE.pack(stamp.size, stamp.mtime_ns, stamp.digest))
-                f.seek(0)
-                f.write(
-                    _HEADER.pack(
-                        MAGIC, VERSION, self.num_frames, self.size[0], self.size[1], self.fps, index_offset
+            try:
+                if exc_type is None:
+                    if self.num_frames == 0 or self.size is None:
+                        raise DataError("no frames to write")
+                    index_offset = self.offsets[-1]
+                    f.write(np.asarray(self.offsets, "<u8").tobytes())
+                    stamp = self.source or SourceStamp(0, 0, bytes(32))
+                    f.write(_SOURCE.pack(stamp.size, stamp.mtime_ns, stamp.digest))
+                    f.seek(0)
+                    f.write(
+                        _HEADER.pack(
+                            MAGIC,
+                            VERSION,
+                            self.num_frames,
+                            self.size[0],
+                            self.size[1],
+                            self.fps,
+                            index_offset,
+                        )
                     )
-                )
+            finally:
+                f.close()  # flushes: a full disk may show only here
         except BaseException as e:
-            f.close()
-            self._atomic.__exit__(type(e), e, e.__traceback__)
+            self._atomic.__exit__(type(e), e, e.__traceback__)  # removes the temp file; OSError → OSFailure
             raise
-        f.close()
         self._atomic.__exit__(exc_type, exc, tb)
 
 

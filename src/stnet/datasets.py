@@ -39,6 +39,7 @@ from stnet.clipstore import ClipReader, decode_jpeg
 from stnet.config import Config
 from stnet.distributed import DistInfo
 from stnet.errors import DataError
+from stnet.lists import read_classes, read_text
 from stnet.sampling import RECIPES, frame_indices
 from stnet.transforms import (
     CROP_COUNTS,
@@ -246,10 +247,7 @@ def read_list(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
     """
     path = Path(path)
     base = Path(root) if root is not None else path.parent
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"list file not found: {path}") from None
+    text = read_text(path, "list file")
     samples = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -262,22 +260,6 @@ def read_list(path: str | os.PathLike, root: str | os.PathLike | None = None) ->
             )
         samples.append(Sample(base / parts[0], int(parts[1])))
     return samples
-
-
-def read_classes(path: str | os.PathLike) -> list[str]:
-    """Class names by index from a label file of ``<class name> <index>`` lines (the reference's format)."""
-    path = Path(path)
-    names: dict[int, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.strip().rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise DataError(f"{path}:{number}: expected '<class name> <index>', got {line!r}")
-        names[int(parts[1])] = parts[0]
-    if sorted(names) != list(range(len(names))):
-        raise DataError(f"{path}: class indices must be 0..{len(names) - 1}, each once")
-    return [names[i] for i in range(len(names))]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -477,9 +459,7 @@ def detect_format(root: str | os.PathLike) -> str:
 def _reference_kinetics(root: Path, split: Split) -> list[Sample]:
     listing = root / f"{split.value}.json"
     try:
-        entries = json.loads(listing.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"list file not found: {listing}") from None
+        entries = json.loads(read_text(listing, "list file"))
     except json.JSONDecodeError as e:
         raise DataError(f"{listing} is not valid JSON: {e}") from None
     if not isinstance(entries, list) or not all(isinstance(e, dict) and "video_name" in e for e in entries):

@@ -486,18 +486,13 @@ def class_names_for(
 ) -> list[str]:
     """Class names: ``classes_file`` (``<name> <index>`` lines, or one name per line), else the
     checkpoint's, else the dataset's ``classes.txt``, else ``0 .. class_num-1``."""
-    from stnet.datasets import read_classes
+    from stnet.lists import read_classes
 
     if classes_file is not None:
         path = Path(classes_file)
         if not path.is_file():
             raise ExportError(f"classes file not found: {path}")
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        names = (
-            read_classes(path)
-            if all(ln.rsplit(maxsplit=1)[-1].isdigit() and " " in ln for ln in lines)
-            else lines
-        )
+        names = read_classes(path, plain_names=True)
     elif from_checkpoint:
         names = list(from_checkpoint)
     elif cfg.dataset_path and (Path(cfg.dataset_path) / "classes.txt").is_file():

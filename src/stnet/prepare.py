@@ -864,6 +864,8 @@ def execute(
     started = time.monotonic()
     out = Path(out)
     refuse_overwriting_inputs([out], [*plan.inputs, *_video_folders(plan.jobs)])
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose a new or empty folder")
     for i, name in enumerate(plan.classes):
         check_class_name(name, f"class {i}")
     jobs, duplicates = _unique_jobs(plan)
