@@ -816,11 +816,13 @@ def _unique_jobs(plan: Plan) -> tuple[list[Job], list[str]]:
     """The jobs with each (split, video) once; a video listed with two labels is a DataError."""
     first_of: dict[str, Job] = {}
     kept: list[Job] = []
+    listed: set[tuple[str, str]] = set()  # (split, output) of the kept jobs
     warnings: list[str] = []
     for job in plan.jobs:
         first = first_of.setdefault(job.output, job)
         if first is job:
             kept.append(job)
+            listed.add((job.split, job.output))
             continue
         if first.label != job.label:
             raise DataError(
@@ -830,9 +832,10 @@ def _unique_jobs(plan: Plan) -> tuple[list[Job], list[str]]:
             )
         if first.split == job.split:
             warnings.append(f"{job.where}: {job.source} is listed twice (also {first.where}); kept once")
-        elif all(k.output != job.output or k.split != job.split for k in kept):
+        elif (job.split, job.output) not in listed:
             warnings.append(f"{job.where}: {job.source} is in both {first.split} and {job.split}")
             kept.append(job)
+            listed.add((job.split, job.output))
     return kept, warnings
 
 
@@ -890,43 +893,60 @@ def execute(
             "files": sorted(files | set(written) | set(outputs)),
         }
         _write_report(out, report)
-        return _execute_locked(
-            plan,
-            jobs,
-            splits,
-            out,
-            settings,
-            report,
-            workers,
-            strict,
-            progress,
-            started,
-            [*plan.warnings, *duplicates],
+        notes = [*plan.warnings, *duplicates]
+        for note in notes:
+            print(f"stnet: warning: {note}", file=sys.stderr)
+        report["leftovers_removed"] = _remove_leftovers(out / CLIPS)
+        clip_info, todo = _reusable(out, jobs, report)
+        results = _convert(out, todo, settings, workers, progress, report)
+        failures = list(plan.failures)
+        warnings_: list[dict[str, str]] = [{"source": "", "warning": note} for note in notes]
+        reasons: dict[str, str] = {}
+        for source, dest in todo:
+            status, value = results[dest]
+            output = Path(dest).relative_to(out).as_posix()
+            if status == "ok":
+                clip_info[output] = value
+                if "warning" in value:
+                    warnings_.append({"source": source, "warning": value["warning"]})
+            else:
+                reasons[output] = str(value)
+        lines, counts = _split_lists(plan, jobs, splits, clip_info, reasons, failures)
+        elapsed = time.monotonic() - started
+        report.update(
+            {
+                "complete": True,
+                "classes": len(plan.classes),
+                "counts": counts,
+                "failures": failures,
+                "missing": plan.missing,
+                "warnings": warnings_,
+                "elapsed_s": round(elapsed, 3),
+                "videos_per_s": round(len(todo) / elapsed, 2) if elapsed > 0 else None,
+            }
         )
+        _write_lists(out, lines, plan.classes, report)
+    converted = len(todo) - len(reasons)
+    print(
+        f"{out}: {converted} videos converted, {len(clip_info) - converted} reused, {len(reasons)} failed "
+        f"in {elapsed:.1f} s",
+        file=sys.stderr,
+    )
+    _check_counts(out, counts, failures, plan.missing, strict)
+    return report
 
 
-def _execute_locked(
-    plan: Plan,
-    jobs: list[Job],
-    splits: list[str],
-    out: Path,
-    settings: Settings,
-    report: dict[str, Any],
-    workers: int,
-    strict: bool,
-    progress: bool,
-    started: float,
-    notes: list[str],
-) -> dict[str, Any]:
-    for note in notes:
-        print(f"stnet: warning: {note}", file=sys.stderr)
-    removed = _remove_leftovers(out / CLIPS)
-    outputs: dict[str, str] = {}  # dest → source (a video listed twice is converted once)
+def _reusable(
+    out: Path, jobs: list[Job], report: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
+    """The clips a rerun keeps (complete, from an unchanged source) by output, and the ``(source, dest)``
+    pairs still to convert (a video listed twice is converted once)."""
+    outputs: dict[str, str] = {}
     for job in jobs:
         outputs.setdefault(job.output, job.source)
     clip_info: dict[str, dict[str, Any]] = {}
     todo: list[tuple[str, str]] = []
-    replaced = 0
+    changed = 0
     for output, source in outputs.items():
         dest = out / output
         if clipstore.is_complete(dest):
@@ -939,8 +959,21 @@ def _execute_locked(
                     "reused": True,
                 }
                 continue
-            replaced += 1  # the source changed since (or is not known): convert it again
+            changed += 1  # the source changed since (or is not known): convert it again
         todo.append((source, str(dest)))
+    report["sources_changed"] = changed
+    return clip_info, todo
+
+
+def _convert(
+    out: Path,
+    todo: list[tuple[str, str]],
+    settings: Settings,
+    workers: int,
+    progress: bool,
+    report: dict[str, Any],
+) -> dict[str, Result]:
+    """Run the conversions; on Ctrl-C/SIGTERM or an error writing ``out``: clean up, mark the report."""
     try:
         results, fatal = _run_jobs(todo, settings, workers, progress)
     except KeyboardInterrupt as e:
@@ -949,19 +982,18 @@ def _execute_locked(
     if fatal is not None:
         _stop_incomplete(out, report, fatal)
         raise PrepareError(f"{fatal}; {out} is incomplete: rerun the same command when this is fixed")
-    failures = list(plan.failures)
-    warnings_: list[dict[str, str]] = [{"source": "", "warning": note} for note in notes]
-    reasons: dict[str, str] = {}
-    for source, dest in todo:
-        status, value = results[dest]
-        output = Path(dest).relative_to(out).as_posix()
-        if status == "ok":
-            clip_info[output] = value
-            if "warning" in value:
-                warnings_.append({"source": source, "warning": value["warning"]})
-        else:
-            reasons[output] = str(value)
+    return results
 
+
+def _split_lists(
+    plan: Plan,
+    jobs: list[Job],
+    splits: list[str],
+    clip_info: dict[str, dict[str, Any]],
+    reasons: dict[str, str],
+    failures: list[dict[str, str]],
+) -> tuple[dict[str, list[str]], dict[str, dict[str, int]]]:
+    """The lines of each split's list and its counts; failed conversions are added to ``failures``."""
     lines: dict[str, list[str]] = {}
     counts: dict[str, dict[str, int]] = {}
     for split in splits:
@@ -982,35 +1014,42 @@ def _execute_locked(
             "missing": sum(m["split"] == split for m in plan.missing),
             "frames": sum(clip_info[j.output]["frames"] for j in ok),
         }
+    return lines, counts
+
+
+def _write_lists(out: Path, lines: dict[str, list[str]], classes: list[str], report: dict[str, Any]) -> None:
+    """Write the split lists, ``classes.txt`` and the (complete) report; an OS error leaves the report
+    saying incomplete."""
     try:
-        for split in splits:
-            atomic_write_bytes(out / f"{split}.txt", "".join(f"{line}\n" for line in lines[split]).encode())
-        classes_text = "".join(f"{name} {i}\n" for i, name in enumerate(plan.classes))
-        atomic_write_bytes(out / "classes.txt", classes_text.encode())
+        for split, split_lines in lines.items():
+            atomic_write_bytes(out / f"{split}.txt", "".join(f"{line}\n" for line in split_lines).encode())
+        atomic_write_bytes(
+            out / "classes.txt", "".join(f"{name} {i}\n" for i, name in enumerate(classes)).encode()
+        )
+        _write_report(out, report)
     except OSFailure as e:
         _stop_incomplete(out, report, str(e))
         raise PrepareError(f"{e}; {out} is incomplete: rerun the same command when this is fixed") from None
-    elapsed = time.monotonic() - started
-    report.update(
-        {
-            "complete": True,
-            "classes": len(plan.classes),
-            "counts": counts,
-            "failures": failures,
-            "missing": plan.missing,
-            "warnings": warnings_,
-            "leftovers_removed": removed,
-            "sources_changed": replaced,
-            "elapsed_s": round(elapsed, 3),
-            "videos_per_s": round(len(todo) / elapsed, 2) if elapsed > 0 else None,
-        }
-    )
-    try:
-        _write_report(out, report)
-    except OSFailure as e:
-        raise PrepareError(f"{e}; {out} is incomplete: rerun the same command when this is fixed") from None
-    _summary(out, counts, failures, plan.missing, len(todo), len(reasons), len(outputs), elapsed)
-    empty = [s for s in splits if counts[s]["listed"] and not counts[s]["prepared"]]
+
+
+def _check_counts(
+    out: Path,
+    counts: dict[str, dict[str, int]],
+    failures: list[dict[str, str]],
+    missing: list[dict[str, str]],
+    strict: bool,
+) -> None:
+    """Print each split's counts; raise PrepareError for an empty split (or, with ``strict``, any loss)."""
+    for split, c in counts.items():
+        if c["listed"]:
+            print(
+                f"  {split}: {c['prepared']} of {c['listed']} listed "
+                f"({c['failed']} failed, {c['missing']} missing)",
+                file=sys.stderr,
+            )
+    if failures or missing:
+        print(f"  failures and missing videos are listed in {out / REPORT}", file=sys.stderr)
+    empty = [s for s, c in counts.items() if c["listed"] and not c["prepared"]]
     if empty:
         raise PrepareError(
             f"no video of the {' and '.join(empty)} split could be prepared; see {out / REPORT}"
@@ -1020,9 +1059,8 @@ def _execute_locked(
         if strict:
             raise PrepareError(f"--strict: {message}")
         print(f"stnet: warning: {message}", file=sys.stderr)
-    if strict and (failures or plan.missing):
-        raise PrepareError(f"--strict: {len(failures)} failed and {len(plan.missing)} missing videos")
-    return report
+    if strict and (failures or missing):
+        raise PrepareError(f"--strict: {len(failures)} failed and {len(missing)} missing videos")
 
 
 def _stop_incomplete(out: Path, report: dict[str, Any], why: str) -> None:
@@ -1031,32 +1069,6 @@ def _stop_incomplete(out: Path, report: dict[str, Any], why: str) -> None:
     report.update({"complete": False, "stopped": why})
     with contextlib.suppress(StnetError):  # the disk may still be full: the first report already says so
         _write_report(out, report)
-
-
-def _summary(
-    out: Path,
-    counts: dict[str, dict[str, int]],
-    failures: list[dict[str, str]],
-    missing: list[dict[str, str]],
-    todo: int,
-    failed: int,
-    total: int,
-    elapsed: float,
-) -> None:
-    print(
-        f"{out}: {todo - failed} videos converted, {total - todo} reused, {failed} failed in {elapsed:.1f} s",
-        file=sys.stderr,
-    )
-    for split, c in counts.items():
-        if not c["listed"]:
-            continue
-        print(
-            f"  {split}: {c['prepared']} of {c['listed']} listed "
-            f"({c['failed']} failed, {c['missing']} missing)",
-            file=sys.stderr,
-        )
-    if failures or missing:
-        print(f"  failures and missing videos are listed in {out / REPORT}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1162,8 +1174,10 @@ def register_cli(subparsers: Any) -> None:
         "prepare",
         help="turn videos into a training-ready clip store (UCF101, Kinetics, your own lists)",
         description="Decode videos once into compact clip files (resized JPEG frames, any frame readable "
-        "alone) plus classes.txt, train.txt, val.txt and prepare_report.json. The source is never "
-        "modified; a rerun skips finished videos; bad videos are skipped and listed with their reason.",
+        "alone) plus classes.txt, train.txt, val.txt (test.txt for labelled Kinetics test rows) and "
+        "prepare_report.json. The source is never modified; --out may not hold an input or a file "
+        "prepare did not write; a rerun skips finished videos (and converts replaced ones again); bad "
+        "videos are skipped and listed with their reason.",
     )
     sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
 
@@ -1215,9 +1229,10 @@ def register_cli(subparsers: Any) -> None:
     li = sub.add_parser(
         "list",
         help="your own videos: 'relative/path label' lists or a folder per class",
-        description="Each --list line is 'relative/path label' (label: an integer or a class "
-        "name). The split comes from SPLIT=FILE or from the file name (train/val/test). With "
-        "--folders, ROOT/<class>/<video> (or ROOT/train/..., ROOT/val/...) is used instead.",
+        description="Each --list line is 'relative/path label' (labels: integers 0..K-1 or class "
+        "names, one kind per file). The split comes from SPLIT=FILE or from the file name "
+        "(train/val/test). With --folders, ROOT/<class>/<video> (or ROOT/train/..., ROOT/val/...) "
+        "is used instead.",
     )
     li.add_argument(
         "--list", action="append", metavar="[SPLIT=]FILE", help="annotation list (repeat per split)"
