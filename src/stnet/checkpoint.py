@@ -8,16 +8,18 @@ validation top-1, every random-number generator's state and the resolved config.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from stnet.errors import StnetError
+from stnet.errors import OSFailure, StnetError
 from stnet.fileio import atomic_path
 
 FORMAT = "stnet-checkpoint-1"
@@ -58,6 +60,50 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save({"format": FORMAT, **state}, tmp)
 
 
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def unsafe_load_reason(e: Exception) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused or failed, in one clause for the user.
+
+    Torch's own message is many lines long and advises retrying with ``weights_only=False``, which
+    would run whatever code the file carries; stnet never does that, so the advice is never shown."""
+    text = _ANSI.sub("", str(e))
+    refused = _REFUSED_GLOBAL.search(text)
+    if refused:
+        return (
+            f"it holds pickled Python objects, not only tensors (it calls {refused.group(1)}); stnet "
+            "never runs code from a file"
+        )
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        return f"it is not a plain tensor file ({_first_sentence(detail)}); stnet never runs code from a file"
+    if "TorchScript archive" in text:
+        return "it is a TorchScript archive (a model with code), not a weight file"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+    return f"{type(e).__name__}: {_first_sentence(lines[0])}" if lines else type(e).__name__
+
+
+def _first_sentence(text: str) -> str:
+    return text.split(". ", 1)[0].rstrip(".")
+
+
+def torch_load_safely(source: str | os.PathLike | bytes, *, mmap: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True`` (tensors, numbers, strings and containers only: no code
+    runs). Raises ``ValueError`` with :func:`unsafe_load_reason` as its message."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "dispatching to torch.jit.load" before refusing it
+            if isinstance(source, bytes):
+                return torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+    except OSError:
+        raise
+    except Exception as e:
+        raise ValueError(unsafe_load_reason(e)) from None
+
+
 def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
     """Read a training checkpoint written by :func:`save_checkpoint` (no code runs on load).
 
@@ -67,9 +113,11 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str,
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a readable stnet checkpoint ({type(e).__name__})") from None
+        state = torch_load_safely(path, mmap=mmap)
+    except ValueError as e:
+        raise CheckpointError(f"{path} is not a readable stnet checkpoint: {e}") from None
+    except OSError as e:
+        raise OSFailure(e, path, "reading") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not an stnet training checkpoint (to start from weights only, use --finetune)"

@@ -152,10 +152,22 @@ def cmd_eval(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    from pathlib import Path
+
+    from stnet.export import check_output, export_lock, format_for
+
+    format_for(args.out, args.format)
+    config_file = args.config if args.config and Path(args.config).is_file() else None
+    check_output(args.out, [args.checkpoint, args.classes, args.calibration, config_file])
+    with export_lock(args.out):
+        return _export(args, rest)
+
+
+def _export(args: argparse.Namespace, rest: Sequence[str]) -> int:
     import dataclasses
 
     from stnet.evaluation import checkpoint_config, model_for_checkpoint
-    from stnet.export import ModelInfo, calibration_clips, class_names_for, export_model
+    from stnet.export import ModelInfo, calibration_clips, check_output, class_names_for, export_model
 
     cfg = checkpoint_config(args.checkpoint, args.config, rest)
     model, cfg, classes = model_for_checkpoint(args.checkpoint, cfg)
@@ -172,6 +184,7 @@ def cmd_export(args: argparse.Namespace, rest: Sequence[str]) -> int:
         data = args.calibration or cfg.dataset_path
         if not data:
             raise UserError("--quantize int8 needs clips to calibrate on: pass --calibration DATASET_DIR")
+        check_output(args.out, [data])  # the checkpoint's own dataset_path, when no --calibration
         calibration = calibration_clips(info, data, args.calibration_split, args.calibration_clips)
     report = export_model(
         model,
@@ -208,7 +221,7 @@ def cmd_infer(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
     if rest:
         raise UserError(f"unexpected arguments: {' '.join(rest)}")
-    runner = load_exported(args.model, args.threads)
+    runner = load_exported(args.model, args.threads, trust=args.trust_model)
     out = Path(args.out) if args.out else Path(args.model).parent
     report = run_infer(
         runner,
@@ -239,6 +252,7 @@ def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
         overrides=rest,
         classes_file=args.classes,
         threads=args.threads,
+        trust_model=args.trust_model,
     )
     failed = 0
     for pred in predict(runner, args.videos, topk=args.topk, clips=args.clips, crops=args.crops):
@@ -258,6 +272,17 @@ def _add_views_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clips", type=int_arg(1), default=1, help="temporal clips per video (default 1)")
     p.add_argument(
         "--crops", type=int, choices=(1, 3, 10), default=1, help="spatial crops per clip (default 1)"
+    )
+
+
+def _add_trust_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-model",
+        "--trust_model",
+        dest="trust_model",
+        action="store_true",
+        help="allow a .pt2 or .ts model: loading those PyTorch formats can run code the file carries, so "
+        "use it only for files from a source you trust (.onnx models are always safe and need no flag)",
     )
 
 
@@ -407,11 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "infer",
         help="run an exported model over a prepared split: accuracy (reference acc.log line) and latency",
-        description="Run a model from `stnet export` with ONNX Runtime (or PyTorch for .pt2/.ts) over every "
-        "video of a split, with the same sampling as `stnet eval`. Prints and writes to OUT/acc.log the "
-        "reference's 'top1_correct=N, tot=M, acc=XX.XX%' line, top-5, and latency per clip.",
+        description="Run a model from `stnet export` with ONNX Runtime (or PyTorch for .pt2/.ts, with "
+        "--trust-model) over every video of a split, with the same sampling as `stnet eval`. Prints and "
+        "writes to OUT/acc.log the reference's 'top1_correct=N, tot=M, acc=XX.XX%' line, top-5, and "
+        "latency per clip. The format comes from the file's name (.onnx, .pt2, .ts) and must match its "
+        "contents.",
     )
-    p.add_argument("--model", required=True, help="model file from stnet export")
+    p.add_argument(
+        "--model", required=True, help="model file from stnet export (.onnx; .pt2/.ts with --trust-model)"
+    )
     p.add_argument("--dataset_path", "--dataset-path", required=True, help="prepared dataset folder")
     p.add_argument("--split", choices=("train", "val"), default="val", help="split to run (default val)")
     _add_views_args(p)
@@ -423,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=workers_arg(), default=2, help="data loading processes (default 2)")
     p.add_argument("--out", default=None, help="folder for acc.log, infer.json (default: the model's)")
+    _add_trust_arg(p)
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser(
@@ -434,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_arg(p)
     p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR", help="video files or folders")
-    p.add_argument("--model", default=None, help="model file from stnet export")
+    p.add_argument(
+        "--model", default=None, help="model file from stnet export (.onnx; .pt2/.ts with --trust-model)"
+    )
     p.add_argument("--checkpoint", default=None, help="or: a checkpoint or weights file (runs in PyTorch)")
     p.add_argument("--classes", default=None, help="class names file, for weights that do not carry them")
     p.add_argument("--topk", type=int_arg(1), default=5, help="classes to show per video (default 5)")
@@ -443,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int_arg(1), default=None, help="threads of the runtime (default: all cores)"
     )
     p.add_argument("--json", action="store_true", help="one JSON object per video (JSON Lines)")
+    _add_trust_arg(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

@@ -201,6 +201,16 @@ class Config:
             raise ConfigError(
                 "precise_bn recomputes the BatchNorm statistics that freeze_bn keeps fixed: set one of them"
             )
+        if self.finetune and self.pre_res50:
+            raise ConfigError(
+                "finetune loads a whole StNet over the ImageNet backbone that pre_res50 would load: keep "
+                "--finetune to start from that StNet, or --pre_res50 to start from ImageNet, not both"
+            )
+        if self.finetune and self.resume and self.resume != "auto":
+            raise ConfigError(
+                "resume continues a run exactly (its weights, optimizer and epoch), so the finetune weights "
+                "would be ignored: keep --resume to continue that run, or --finetune to start a new one"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -238,6 +248,7 @@ class Config:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
+START_KEYS = ("pre_res50", "finetune", "resume")  # where a training run takes its first weights from
 HINTS = typing.get_type_hints(Config)
 ALIASES = {"num_classes": "class_num", "seg_num": "T", "seglen": "N", "epochs": "num_epochs"}
 
@@ -462,8 +473,8 @@ def load_config(
     Config. ``base`` is e.g. the config saved in a training checkpoint (keys unknown here are dropped)."""
     values: dict[str, Any] = {}
     ignored: list[str] = []
-    if base:
-        known = {f.name for f in dataclasses.fields(Config)}
+    if base:  # how that run started (its initial weights, what it resumed) is not a setting to reuse
+        known = {f.name for f in dataclasses.fields(Config)} - set(START_KEYS)
         apply_overrides(values, {k: v for k, v in base.items() if k in known}, ignored)
     if path:
         apply_overrides(values, read_yaml(resolve_config_path(str(path))), ignored)

@@ -13,18 +13,26 @@ the PyTorch archives): class names, T, N, crop size, resize, mean/std and the sa
 ``stnet infer``/``stnet predict`` need nothing else. An export is verified before it is written: the
 file is run on random clips and compared with the PyTorch model; a difference above the tolerance
 writes nothing and raises :class:`ExportError`.
+
+Loading (:func:`load_exported`) takes the format from the file's name, and the contents must agree.
+ONNX is parsed as data and always safe to load; pt2 and TorchScript can run code by design, so they load
+only when the caller trusts the file (``--trust-model``), and a pt2 archive is refused if it holds
+pickled entries beyond what ``torch.export.save`` writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import logging
+import re
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +43,8 @@ from torch import nn
 
 from stnet import __version__
 from stnet.config import Config
-from stnet.errors import StnetError
-from stnet.fileio import atomic_write_bytes
+from stnet.errors import OSFailure, StnetError
+from stnet.fileio import atomic_write_bytes, lock_file, refuse_overwriting_inputs
 
 FORMATS = ("onnx", "pt2", "torchscript")
 SUFFIXES = {".onnx": "onnx", ".pt2": "pt2", ".ts": "torchscript", ".torchscript": "torchscript"}
@@ -272,6 +280,8 @@ def _onnx_runner(data: bytes, threads: int | None) -> Runner:
 
 
 def _torch_runner(data: bytes, fmt: str, threads: int | None) -> Runner:
+    if fmt == "pt2":
+        _check_pt2_archive(data)  # even when trusted: no pickles beyond what torch.export.save writes
     if threads:
         torch.set_num_threads(threads)
     extra = {META_FILE: ""}
@@ -291,27 +301,144 @@ def _torch_runner(data: bytes, fmt: str, threads: int | None) -> Runner:
     return Runner(info, fmt, run, f"torch {torch.__version__} {fmt}")
 
 
-def _sniff(data: bytes) -> str:
-    """``onnx``, ``pt2`` or ``torchscript`` from a file's contents (PyTorch archives are zip files)."""
-    if data[:2] != b"PK":
-        return "onnx"
-    import zipfile
+# What loading each format can do. ONNX is parsed by ONNX Runtime as data: a file can at worst fail to
+# load. The PyTorch formats can run code by design: a pt2 graph may call any Python function reachable
+# from ``torch`` and torch.export.load unpickles parts of the archive; a TorchScript archive carries
+# TorchScript code. Those load only when the user says the file is trusted (``--trust-model``).
+CODE_FORMATS = ("pt2", "torchscript")
+TRUST_HINT = (
+    "pt2 and TorchScript files can run code when loaded: pass --trust-model only for a file from a "
+    "source you trust, or use an .onnx export (always safe to load)"
+)
 
-    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-    return "pt2" if any(n.endswith("/archive_format") for n in names) else "torchscript"
+# Every entry torch.export.save writes for one model, below the archive's root folder. Pickled entries
+# are limited to data/sample_inputs/model.pt, which must load with weights_only=True; weights and
+# constants must be raw tensor bytes (their configs say use_pickle: false).
+_PT2_ENTRY = re.compile(
+    r"(\.data/version|\.data/serialization_id|archive_format|archive_version|byteorder"
+    r"|models/model\.json|extra/[^/]+|data/sample_inputs/model\.pt"
+    r"|data/weights/model_weights_config\.json|data/weights/weight_\d+"
+    r"|data/constants/model_constants_config\.json|data/constants/tensor_\d+)"
+)
+_PT2_PAYLOADS = {
+    "data/weights/model_weights_config.json": "weight_",
+    "data/constants/model_constants_config.json": "tensor_",
+}
 
 
-def load_exported(path: str | Path, threads: int | None = None) -> Runner:
-    """Open a file written by ``stnet export`` (any format) for inference."""
+class UnsafeModelError(ExportError):
+    """A model file that is refused because loading it could run code it carries."""
+
+
+def _zip_entries(data: bytes, fmt: str) -> tuple[zipfile.ZipFile, str, list[str]]:
+    """The archive, its root folder and its entries below the root; ExportError if it is not one
+    well-formed PyTorch archive (one root folder, no duplicate names)."""
+    if data[:4] != b"PK\x03\x04":
+        raise ExportError(f"it is not a {fmt} archive (not a zip file)")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = archive.namelist()
+    except (zipfile.BadZipFile, ValueError) as e:
+        raise ExportError(f"it is not a readable {fmt} archive ({e})") from None
+    roots = {n.split("/", 1)[0] for n in names}
+    if len(roots) != 1 or any("/" not in n for n in names):
+        raise UnsafeModelError(f"it is not a {fmt} archive (entries outside one root folder)")
+    if len(set(names)) != len(names):
+        raise UnsafeModelError(f"refusing this {fmt} archive: it names an entry twice")
+    root = roots.pop()
+    return archive, root, [n.split("/", 1)[1] for n in names]
+
+
+def _check_pt2_archive(data: bytes) -> None:
+    """Refuse a pt2 archive with anything torch.export.save does not write, or with pickled entries
+    that ``torch.export.load`` would unpickle with ``weights_only=False`` (legacy weight files, pickled
+    weights or constants, custom objects)."""
+    from stnet.checkpoint import torch_load_safely
+
+    archive, root, entries = _zip_entries(data, "pt2")
+    if "archive_format" not in entries:
+        raise ExportError("it is not a pt2 archive (no archive_format entry)")
+    if archive.read(f"{root}/archive_format").strip() != b"pt2":
+        raise ExportError("it is not a pt2 archive (archive_format is not pt2)")
+    foreign = [e for e in entries if not _PT2_ENTRY.fullmatch(e)]
+    if foreign:
+        raise UnsafeModelError(
+            f"refusing this pt2 archive: it holds {foreign[0]}, which torch.export.save does not write "
+            "(such entries are unpickled and can run code)"
+        )
+    for config, prefix in _PT2_PAYLOADS.items():
+        if config not in entries:
+            raise ExportError(f"it is not a complete pt2 archive (no {config})")
+        try:
+            payloads = json.loads(archive.read(f"{root}/{config}"))["config"].values()
+            unsafe = [
+                p for p in payloads if p["use_pickle"] is not False or not p["path_name"].startswith(prefix)
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ExportError(f"it is not a readable pt2 archive ({config} is malformed)") from None
+        if unsafe:
+            raise UnsafeModelError(
+                f"refusing this pt2 archive: {config} has pickled entries ({unsafe[0].get('path_name')}), "
+                "which torch.export.save writes only for tensor subclasses; they can run code"
+            )
+    inputs = "data/sample_inputs/model.pt"
+    if inputs in entries:
+        try:
+            torch_load_safely(archive.read(f"{root}/{inputs}"))
+        except ValueError as e:
+            raise UnsafeModelError(f"refusing this pt2 archive: {inputs}: {e}") from None
+
+
+def _check_content(data: bytes, fmt: str) -> None:
+    """The file's contents must be of the format its name says; ExportError otherwise."""
+    if fmt == "onnx":
+        if data[:2] == b"PK":
+            raise ExportError(
+                "it is named .onnx but is a zip archive (a PyTorch file?); an .onnx file is only ever "
+                "read as ONNX"
+            )
+        return
+    _archive, _root, entries = _zip_entries(data, fmt)
+    is_pt2 = "archive_format" in entries
+    if fmt == "torchscript" and (is_pt2 or "data.pkl" not in entries):
+        found = "a pt2 (torch.export) archive" if is_pt2 else "no TorchScript model"
+        raise ExportError(f"it is named as TorchScript (.ts) but holds {found}")
+    if fmt == "pt2" and not is_pt2:
+        raise ExportError("it is named .pt2 but is not a torch.export archive (no archive_format entry)")
+
+
+def model_format(path: str | Path) -> str:
+    """The format of a model file to load, from its name alone: ``.onnx``, ``.pt2`` or ``.ts``."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ExportError(
+            f"cannot tell the format of {path}: a model from stnet export is named .onnx, .pt2 or .ts"
+        )
+    return SUFFIXES[suffix]
+
+
+def load_exported(path: str | Path, threads: int | None = None, *, trust: bool = False) -> Runner:
+    """Open a file written by ``stnet export`` for inference.
+
+    The format comes from the file's name and the contents must agree (an ``.onnx`` is only ever read as
+    ONNX). pt2 and TorchScript files can run code when loaded, so they are refused unless ``trust`` is
+    set (``--trust-model``); even then a pt2 archive with pickled entries beyond what
+    ``torch.export.save`` writes is refused (:func:`_check_pt2_archive`)."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"model not found: {path}")
-    data = path.read_bytes()
-    fmt = _sniff(data)
+    fmt = model_format(path)
+    if fmt in CODE_FORMATS and not trust:
+        raise UnsafeModelError(f"{path}: refusing to load a {fmt} model without --trust-model: {TRUST_HINT}")
     try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise OSFailure(e, path, "reading") from None
+    try:
+        _check_content(data, fmt)
         return _runner_from_bytes(data, fmt, threads)
     except ExportError as e:
-        raise ExportError(f"{path}: {e}") from None
+        raise type(e)(f"{path}: {e}") from None
     except Exception as e:  # a damaged or foreign file: one line, not the runtime's traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"{path} is not a readable stnet {fmt} model: {first}") from None
@@ -476,9 +603,33 @@ def export_model(
         runner = _runner_from_bytes(data, fmt)
         agreement = check_quantized(runner, model, calibration, min_agreement)
         info = runner.info  # as the file describes itself: precision int8
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, data)
     return ExportReport(out, fmt, info, diff, len(data), agreement)
+
+
+def check_output(out: str | Path, inputs: Iterable[str | Path | None]) -> Path:
+    """Before any work: refuse an ``out`` that is one of ``inputs`` (the checkpoint, the classes file,
+    the config file, the calibration dataset) or that cannot be a file (a folder, or a path through a
+    file). Returns ``out`` as a Path."""
+    out = Path(out)
+    refuse_overwriting_inputs([out], [Path(p) for p in inputs if p])
+    if out.is_dir():
+        raise OSFailure(IsADirectoryError(errno.EISDIR, "is a folder"), out, "writing")
+    blocker = next((p for p in out.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise OSFailure(NotADirectoryError(errno.ENOTDIR, "not a folder"), out, "writing")
+    return out
+
+
+@contextlib.contextmanager
+def export_lock(out: str | Path) -> Iterator[None]:
+    """Hold a lock on the export target ``out`` (``.<name>.lock`` beside it, removed afterwards): a
+    second export to the same file gets a one-line error naming the first one's PID. The lock is on the
+    target, not on its folder, so that exporting into a run folder works while training goes on there."""
+    out = Path(out)
+    busy = f"{out} is being written by another stnet export (PID {{pid}}); wait for it to finish"
+    with lock_file(out.parent / f".{out.name}.lock", busy, remove=True, target=out):
+        yield
 
 
 def class_names_for(

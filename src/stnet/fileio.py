@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file should get the usual permissions
@@ -44,6 +45,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def make_folder(folder: str | os.PathLike) -> None:
+    """``mkdir -p folder``; a file in the way is ``ENOTDIR`` (``mkdir`` itself says "file exists")."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder)) from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -79,29 +89,64 @@ def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[Path]:
     ``flock`` on ``folder/.stnet.lock``: the kernel releases it when the holder exits, even after
     ``kill -9``, so a stale lock file never blocks a later run.
     """
+    folder = Path(folder)
+    busy = (
+        f"{folder} is in use by another stnet {what} (PID {{pid}}); wait for it to finish or choose "
+        "another output folder"
+    )
+    with lock_file(folder / LOCK_NAME, busy):
+        yield folder
+
+
+@contextlib.contextmanager
+def lock_file(
+    lock: str | os.PathLike, busy: str, *, remove: bool = False, target: str | os.PathLike | None = None
+) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``lock``, created (with its folders) if absent.
+
+    If another process holds it, raise :class:`~stnet.errors.UserError` with the message ``busy``, its
+    ``{pid}`` replaced by the holder's PID. The kernel releases the lock when the holder exits, even
+    after ``kill -9``. With ``remove`` the file is deleted on release (nothing is left beside an output
+    when the run ends); a run that locked a file just deleted by another checks the path still names
+    the file it locked, and otherwise locks the new one. An OSError names ``target`` (the file the
+    lock protects) when given, else the lock file.
+    """
     import fcntl
 
-    folder = Path(folder)
-    lock = folder / LOCK_NAME
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise OSFailure(e, lock, "creating the lock file") from None
-    try:
+    lock = Path(lock)
+    while True:
+        try:
+            make_folder(lock.parent)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            if target is not None:
+                raise OSFailure(e, target, "writing") from None
+            raise OSFailure(e, lock, "creating the lock file") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise UserError(
-                f"{folder} is in use by another stnet {what} (PID {holder}); wait for it to finish or "
-                "choose another output folder"
-            ) from None
+            os.close(fd)
+            raise UserError(busy.replace("{pid}", holder)) from None
+        if not remove or _same_file(fd, lock):
+            break
+        os.close(fd)  # the holder removed the file we opened: lock the one now at that path
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield folder
+        yield
     finally:
+        if remove:
+            with contextlib.suppress(OSError):
+                lock.unlink()
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), path.stat())
+    except OSError:
+        return False
 
 
 def refuse_overwriting_inputs(

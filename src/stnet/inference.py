@@ -248,8 +248,10 @@ def open_model(
     overrides: Sequence[str] = (),
     classes_file: str | None = None,
     threads: int | None = None,
+    trust_model: bool = False,
 ) -> Runner:
-    """The Runner of ``--model`` (an export) or of ``--checkpoint`` (with ``--config`` and overrides)."""
+    """The Runner of ``--model`` (an export) or of ``--checkpoint`` (with ``--config`` and overrides).
+    ``trust_model`` allows pt2/TorchScript exports, whose loading can run code (see ``load_exported``)."""
     from stnet.evaluation import checkpoint_config
     from stnet.export import load_exported
 
@@ -259,7 +261,7 @@ def open_model(
         if overrides:
             extra = " ".join(overrides)
             raise ExportError(f"unexpected arguments: {extra} (config flags go with --checkpoint)")
-        return load_exported(model, threads)
+        return load_exported(model, threads, trust=trust_model)
     if threads:
         torch.set_num_threads(threads)
     return checkpoint_runner(checkpoint, checkpoint_config(checkpoint, config, overrides), classes_file)

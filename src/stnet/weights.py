@@ -28,8 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from stnet import mindspore_ckpt
-from stnet.errors import StnetError
-from stnet.fileio import atomic_path
+from stnet.checkpoint import torch_load_safely
+from stnet.errors import OSFailure, StnetError
+from stnet.fileio import atomic_write_bytes, refuse_overwriting_inputs
 
 STNET_PREFIXES = ("temp1.", "temp2.", "xception.")
 HEAD_PREFIX = "fc."
@@ -110,8 +111,11 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], list[str]]
 
 
 def _read_raw(path: Path) -> dict[str, object]:
-    with open(path, "rb") as f:
-        head = f.read(16)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise OSFailure(e, path, "reading") from None
     if not head:
         raise WeightsError(f"{path} is empty")
     if _looks_like_safetensors(head):
@@ -142,12 +146,9 @@ def _looks_like_safetensors(head: bytes) -> bool:
 
 def _read_torch(path: Path) -> dict[str, object]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(
-            f"{path} could not be loaded safely as PyTorch weights "
-            f"({type(e).__name__}: {str(e).splitlines()[0]})"
-        ) from None
+        obj = torch_load_safely(path)
+    except ValueError as e:
+        raise WeightsError(f"{path} could not be loaded safely as PyTorch weights: {e}") from None
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict", "model_state"):
             if isinstance(obj.get(key), Mapping):
@@ -269,8 +270,10 @@ def convert_weights(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str
     """Convert any supported weight file to stnet-named ``.safetensors``; returns ``(kind, count)``.
 
     Names are mapped (MindSpore → torchvision style), optimizer and bookkeeping entries dropped; no
-    inflation happens here (it depends on the model's N and is done when loading).
+    inflation happens here (it depends on the model's N and is done when loading). ``dst`` must not be
+    ``src``: the user's file is never replaced.
     """
+    refuse_overwriting_inputs([dst], [src])
     tensors, _ = read_weights(src)
     kind = source_kind(tensors)
     save_safetensors(tensors, dst, metadata={"stnet_kind": kind, "converted_from": Path(src).name})
@@ -280,10 +283,13 @@ def convert_weights(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str
 def save_safetensors(
     tensors: Mapping[str, Tensor], path: str | os.PathLike, metadata: Mapping[str, object] | None = None
 ) -> None:
-    """Write tensors (contiguous CPU copies) to ``path`` atomically, with string metadata."""
-    from safetensors.torch import save_file
+    """Write tensors (contiguous CPU copies) to ``path`` atomically, with string metadata.
+
+    The file is serialised in memory and written by :func:`~stnet.fileio.atomic_write_bytes`, so a
+    full disk or a read-only folder is one :class:`~stnet.errors.OSFailure` naming ``path`` (the
+    safetensors writer reports those as its own exception type)."""
+    from safetensors.torch import save
 
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     data = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(data, str(tmp), metadata=meta)
+    atomic_write_bytes(path, save(data, metadata=meta))
