@@ -107,13 +107,14 @@ def cmd_check(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
 
 def cmd_train(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    from stnet.datasets import build_dataset
+    from stnet.datasets import build_dataset, with_frame_colors
     from stnet.distributed import distributed_run
     from stnet.engine import fit
     from stnet.runtime import resolve_device
 
     cfg = _config_from(args, rest)
     train_set = build_dataset(cfg, "train")
+    cfg = with_frame_colors(cfg, train_set)  # recorded in the checkpoints
     val_set = build_dataset(cfg, "val") if cfg.run_eval else None
     with distributed_run(resolve_device(cfg.device)) as dist:
         classes = train_set.classes or [str(i) for i in range(cfg.class_num)]

@@ -92,6 +92,13 @@ class Config:
         "random horizontal flips in training; false for classes that depend on direction (left vs right)",
         group=DATA,
     )
+    frame_colors: str = _opt(
+        "auto",
+        "colour order of JPEG frame folders: rgb, bgr (red and blue swapped, as the reference's UCF101 "
+        "frames written by cv2) or auto (bgr only for folders laid out exactly as the reference writes them)",
+        choices=("auto", "rgb", "bgr"),
+        group=DATA,
+    )
     workers: int = _opt(2, "data-loading worker processes", low=0, high=MAX_WORKERS, group=DATA)
 
     # --- training

@@ -5,8 +5,9 @@ A sample is a video in one of four forms, recognised by its path:
 * ``*.stclip`` — a clip file written by ``stnet prepare`` (the fast path: only the needed frames are read);
 * ``*.pkl`` — a reference Kinetics pickle ``(vid, label, [jpeg bytes])``, read by a restricted unpickler
   that builds only str/int/bytes/lists/tuples (a malicious pickle raises DataError and runs nothing);
-* a folder of ``*.jpg`` — a reference UCF101 frame folder (``00000.jpg … 000010.jpg``: unpadded numbers,
-  sorted numerically; its JPEGs have red and blue swapped, see ``bgr_frames``);
+* a folder of ``*.jpg`` frames (sorted numerically, so the reference's unpadded ``00000.jpg … 000010.jpg``
+  keep their order), in RGB or, set by ``frame_colors``, BGR: the reference's UCF101 frame folders hold
+  JPEGs with red and blue swapped (see :func:`resolve_frame_colors`);
 * any other file — a video decoded with PyAV (training straight from videos, same sampling).
 
 Each item is ``(clip, label)`` with ``clip`` float32 ``(T, 3N, S, S)`` (channel 3k+c = colour c of
@@ -17,6 +18,7 @@ applied only for ``Split.TRAIN``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import json
@@ -24,6 +26,7 @@ import os
 import pickle
 import random
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from stnet.clipstore import SUFFIX as CLIP_SUFFIX
@@ -67,7 +71,9 @@ __all__ = [
     "read_classes",
     "read_list",
     "read_reference_pickle",
+    "resolve_frame_colors",
     "seed_worker",
+    "with_frame_colors",
 ]
 
 
@@ -230,6 +236,62 @@ def frame_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=key)
 
 
+# The reference's UCF101 preprocessing writes frames as ``0000{i}.jpg`` (i unpadded: 000010.jpg follows
+# 00009.jpg) at 171x128 with cv2.imwrite of decord's RGB arrays, i.e. red and blue swapped on disk.
+REFERENCE_FRAME_SIZE = (171, 128)
+_REFERENCE_NAMES_MIN = 11  # from 11 frames on, "000010.jpg" tells the reference's names from %05d ones
+FRAME_FOLDERS_CHECKED = 3
+
+
+def reference_frame_folder(folder: Path) -> bool:
+    """Whether ``folder`` is laid out exactly as the reference's UCF101 preprocessing writes it: files
+    ``0000{i}.jpg`` for i = 0..n-1 (n >= 11, so the unpadded ``000010.jpg`` is there) and 171x128 frames.
+    """
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return False
+    if len(names) < _REFERENCE_NAMES_MIN or names != {f"0000{i}.jpg" for i in range(len(names))}:
+        return False
+    try:
+        with Image.open(folder / "00000.jpg") as image:
+            return image.size == REFERENCE_FRAME_SIZE
+    except OSError:
+        return False
+
+
+def resolve_frame_colors(setting: str, samples: Sequence[Sample]) -> tuple[str, str] | None:
+    """The colour order of the frame folders among ``samples`` and why: ``(order, reason)``, or None when
+    there are none. ``setting`` is ``cfg.frame_colors``; with ``auto`` the order is bgr only when the
+    first few frame folders all carry the reference's layout (names and size), else rgb: colours
+    themselves cannot tell a swapped JPEG from a correct one."""
+    folders = [s.path for s in samples if s.kind == "frames"]
+    if not folders:
+        return None
+    if setting != "auto":
+        return setting, "set by frame_colors"
+    step = max(1, len(folders) // FRAME_FOLDERS_CHECKED)
+    checked = folders[::step][:FRAME_FOLDERS_CHECKED]
+    if all(reference_frame_folder(f) for f in checked):
+        w, h = REFERENCE_FRAME_SIZE
+        return "bgr", (
+            f"the reference's UCF101 frames: 0000{{i}}.jpg names and {w}x{h} JPEGs, written by cv2 with "
+            "red and blue swapped; set --frame_colors rgb if these are not"
+        )
+    return (
+        "rgb",
+        "not the reference's UCF101 frame layout; set --frame_colors bgr if red and blue are swapped",
+    )
+
+
+def with_frame_colors(cfg: Config, dataset: VideoClipDataset) -> Config:
+    """``cfg`` with ``frame_colors: auto`` replaced by the order ``dataset`` resolved for its frame folders,
+    so that the run's other splits and its checkpoints use and record the same order."""
+    if cfg.frame_colors != "auto" or not any(s.kind == "frames" for s in dataset.samples):
+        return cfg
+    return dataclasses.replace(cfg, frame_colors=dataset.frame_colors)
+
+
 def _load_image(path: Path, bgr: bool) -> np.ndarray:
     frame = decode_jpeg(path.read_bytes())  # PNGs too (through Pillow)
     return np.ascontiguousarray(frame[:, :, ::-1]) if bgr else frame
@@ -292,7 +354,7 @@ class VideoClipDataset(Dataset):
         test_views: tuple[int, int] | None = None,
         classes: Sequence[str] | None = None,
         seed: int = 0,
-        bgr_frames: bool = False,
+        frame_colors: str = "rgb",
     ) -> None:
         self.samples = list(samples)
         self.spec = spec
@@ -309,7 +371,9 @@ class VideoClipDataset(Dataset):
                 )
         self.test_views = test_views
         self.classes = list(classes) if classes is not None else None
-        self.bgr_frames = bgr_frames
+        if frame_colors not in ("rgb", "bgr"):
+            raise ValueError(f"frame_colors must be rgb or bgr, got {frame_colors!r}")
+        self.frame_colors = frame_colors  # of frame folders' JPEGs; bgr ones are swapped back on reading
         self.seed = seed
         self.epoch = 0
         self.rng = random.Random(seed)
@@ -413,7 +477,7 @@ class VideoClipDataset(Dataset):
             files = frame_files(sample.path)
             views = choose(len(files))
             need = set(itertools.chain.from_iterable(views))
-            images = {i: _load_image(files[i], self.bgr_frames) for i in need}
+            images = {i: _load_image(files[i], self.frame_colors == "bgr") for i in need}
         else:
             views, images = self._read_video(sample.path, choose)
         return [[images[i] for i in view] for view in views], label
@@ -493,13 +557,12 @@ def build_dataset(
     test_views: tuple[int, int] | None = None,
     fixed_aspect: bool = False,
     seed: int | None = None,
-    bgr_frames: bool | None = None,
 ) -> VideoClipDataset:
     """The dataset of ``split`` under ``root`` (default ``cfg.dataset_path``), in any supported layout.
 
-    T, N, sizes, mean/std and the recipe (``cfg.dataset_type``) come from ``cfg``. ``bgr_frames``
-    defaults to True for the reference's UCF101 frame folders, whose JPEGs were written with red and
-    blue swapped. Labels must be below ``cfg.class_num``.
+    T, N, sizes, mean/std and the recipe (``cfg.dataset_type``) come from ``cfg``, and so does the colour
+    order of frame folders (``cfg.frame_colors``, resolved by :func:`resolve_frame_colors`, printed to
+    stderr and kept as the dataset's ``frame_colors``). Labels must be below ``cfg.class_num``.
     """
     split = Split.coerce(split)
     if root is None:
@@ -519,12 +582,17 @@ def build_dataset(
         samples = _reference_kinetics(root, split)
     else:
         samples, classes = _reference_ucf101(root, split)
-        bgr_frames = True if bgr_frames is None else bgr_frames
     if not samples:
         raise DataError(f"the {split.value} split of {root} is empty")
     found = len(classes) if classes is not None else max(s.label for s in samples) + 1
     if found > cfg.class_num or (classes is not None and found != cfg.class_num):
         raise DataError(f"{root} has {found} classes, class_num is {cfg.class_num}: set --class_num {found}")
+    colors = resolve_frame_colors(cfg.frame_colors, samples)
+    if colors is not None and os.environ.get("RANK", "0") == "0":
+        print(
+            f"stnet: {split.value} frame folders of {root}: colours {colors[0]} ({colors[1]})",
+            file=sys.stderr,
+        )
     return VideoClipDataset(
         samples,
         ClipSpec.from_config(cfg, fixed_aspect=fixed_aspect),
@@ -532,7 +600,7 @@ def build_dataset(
         test_views=test_views,
         classes=classes,
         seed=cfg.seed if seed is None else seed,
-        bgr_frames=bool(bgr_frames),
+        frame_colors=colors[0] if colors is not None else "rgb",
     )
 
 
