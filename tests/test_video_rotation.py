@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from stnet import cli, clipstore
 from stnet.video import iter_frames, read_frames
@@ -84,3 +85,28 @@ def test_prepare_stores_a_phone_video_upright(tmp_path: Path) -> None:
         stored = reader.read_images(list(range(len(SOURCE))))
     for got, source in zip(stored, SOURCE, strict=True):
         assert close(got, np.rot90(source, -1))
+
+
+class _Decode(torch.utils.data.Dataset):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        frames, _ = read_frames(self.path, [index])
+        return torch.from_numpy(np.asarray(frames[index]).copy())
+
+
+def test_loader_workers_forked_after_decoding_a_phone_video_run(tmp_path: Path) -> None:
+    """Reading the display matrix must leave no PyAV garbage behind: with it, DataLoader workers forked
+    later hung (here the loader's timeout turns a hang into a failure)."""
+    path = write_video(tmp_path / "phone.mp4", 0, frames=SOURCE, rotate=90)
+    assert len(list(iter_frames(path))) == len(SOURCE)
+    read_frames(path, [0, 2])
+    loader = torch.utils.data.DataLoader(
+        _Decode(path), batch_size=2, num_workers=2, multiprocessing_context="fork", timeout=60
+    )
+    batches = list(loader)
+    assert [tuple(b.shape) for b in batches] == [(2, WIDTH, HEIGHT, 3)] * 2

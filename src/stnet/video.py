@@ -3,12 +3,13 @@
 Frame counts stored in container headers are not trusted (AVI headers often lie): a video has as many
 frames as the decoder returns. Frames come out upright: the display matrix that phones record in
 MP4/MOV/MKV files instead of rotating the pixels is applied to every frame, as players do
-(:func:`to_image`). Every failure is a :class:`DataError` whose message says what is wrong with the
+(:class:`Upright`). Every failure is a :class:`DataError` whose message says what is wrong with the
 file in words a user can act on ("empty file", "no video stream", ...).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -75,11 +76,34 @@ def display_transpose(frame: av.VideoFrame) -> Image.Transpose | None:
     return _ORIENTATIONS.get((a, b, c, d))
 
 
-def to_image(frame: av.VideoFrame) -> Image.Image:
-    """A decoded frame as an upright RGB PIL image (its display matrix applied)."""
-    image = frame.to_image()
-    turn = display_transpose(frame)
-    return image if turn is None else image.transpose(turn)
+class Upright:
+    """Turns the frames of one video stream upright: its display matrix, read from the first frame.
+
+    ``frame.rotation`` reads the matrix in C; only a rotated stream's first frame is looked at through
+    ``frame.side_data`` (for the mirroring, which the angle alone does not tell). That PyAV object is a
+    reference cycle (frame <-> side-data container) holding the frame's FFmpeg buffers, so :meth:`close`
+    collects it at once: left for later, DataLoader workers forked meanwhile hung. A matrix that only
+    mirrors top-bottom (rotation 0; no camera writes one) is not applied.
+    """
+
+    def __init__(self) -> None:
+        self._turn: Image.Transpose | None = None
+        self._known = False
+        self._looked = False
+
+    def __call__(self, frame: av.VideoFrame) -> Image.Image:
+        if not self._known:
+            self._known = True
+            if frame.rotation:
+                self._looked = True
+                self._turn = display_transpose(frame)
+        image = frame.to_image()
+        return image if self._turn is None else image.transpose(self._turn)
+
+    def close(self) -> None:
+        if self._looked:
+            self._looked = False
+            gc.collect()
 
 
 def _ffmpeg_message(error: Exception) -> str:
@@ -116,13 +140,14 @@ def iter_frames(path: str | os.PathLike) -> Iterator[Image.Image]:
     file); a stream that yields no frame at all raises DataError("no decodable frames").
     """
     container = open_video(path)
+    upright = Upright()
     count = 0
     try:
         stream = container.streams.video[0]
         try:
             for frame in container.decode(stream):
                 count += 1
-                yield to_image(frame)
+                yield upright(frame)
         except (av.error.FFmpegError, OSError) as e:
             what = (
                 f"truncated or corrupt: decoding failed after {count} frames"
@@ -131,7 +156,9 @@ def iter_frames(path: str | os.PathLike) -> Iterator[Image.Image]:
             )
             raise DataError(f"{what} ({_ffmpeg_message(e)})") from None
     finally:
+        frame = None  # released before the collection
         container.close()
+        upright.close()
     if count == 0:
         raise DataError("no decodable frames")
 
@@ -159,17 +186,22 @@ def read_frames(path: str | os.PathLike, indices: Iterable[int]) -> tuple[dict[i
         return {}, None
     last = max(wanted)
     out: dict[int, Image.Image] = {}
-    with open_video(path) as container:
-        index = -1
-        try:
-            for index, frame in enumerate(container.decode(container.streams.video[0])):
-                if index in wanted:
-                    out[index] = to_image(frame)
-                    if index == last:
-                        return out, None
-        except (av.error.FFmpegError, OSError) as e:
-            if index < 0:
-                raise DataError(f"no decodable frames ({_ffmpeg_message(e)})") from None
+    upright = Upright()
+    index = -1
+    try:
+        with open_video(path) as container:
+            try:
+                for index, frame in enumerate(container.decode(container.streams.video[0])):
+                    if index in wanted:
+                        out[index] = upright(frame)
+                        if index == last:
+                            return out, None
+            except (av.error.FFmpegError, OSError) as e:
+                if index < 0:
+                    raise DataError(f"no decodable frames ({_ffmpeg_message(e)})") from None
+    finally:
+        frame = None  # released before the collection
+        upright.close()
     if index < 0:
         raise DataError("no decodable frames")
     return out, index + 1
