@@ -64,7 +64,7 @@ def kinetics(tmp_path_factory):
         return [names[label], f"yt-{split[:2]}_{label:03d}{i}", str(10 * i), str(10 * i + 10), split, "0"]
 
     train_rows = [row(c, 0, "train") for c in range(NUM_CLASSES)]
-    val_rows = [row(c % 6, 1, "val") for c in range(VAL_VIDEOS)] + [row(7, 9, "val")]  # last: missing
+    val_rows = [row(c % 6, 1 + c, "val") for c in range(VAL_VIDEOS)] + [row(7, 99, "val")]  # last: missing
     for rows, present in ((train_rows[:TRAIN_PRESENT], True), (val_rows[:VAL_VIDEOS], True)):
         for r in rows:
             label = names.index(r[0])
