@@ -1,6 +1,7 @@
 """Deployment: `stnet export` (ONNX, torch.export, TorchScript) with self-verification, `stnet infer`
 against `stnet eval`, and `stnet predict` on real encoded videos and on bad files."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from reference_recipe import reference_params
 from stnet import StNet
+from stnet import export as export_mod
 from stnet.cli import main
 from stnet.config import load_config
 from stnet.export import ExportError, ModelInfo, export_model, load_exported, verify
@@ -290,12 +292,23 @@ def test_int8_export_is_calibrated_checked_and_predicts_like_fp32(
 
 
 def test_int8_export_refuses_other_formats_and_a_failed_check_writes_nothing(
-    checkpoint, dataset, tmp_path, capsys
+    checkpoint, dataset, tmp_path, capsys, monkeypatch
 ):
     base = ["export", "--checkpoint", str(checkpoint), "--quantize", "int8", "--calibration", str(dataset)]
     assert main([*base, "--out", str(tmp_path / "m.pt2")]) == 1
     assert "int8 quantization is for ONNX exports, not pt2" in capsys.readouterr().err
-    assert main([*base, "--out", str(tmp_path / "m.onnx"), "--min_agreement", "1.01"]) == 1
+
+    # a quantized model that ranks the classes backwards: its top-1 never agrees with fp32
+    real = export_mod._runner_from_bytes
+
+    def reversed_int8(data, fmt, threads=None):
+        runner = real(data, fmt, threads)
+        if runner.info.precision != "int8":
+            return runner
+        return dataclasses.replace(runner, run=lambda clips, run=runner.run: -run(clips))
+
+    monkeypatch.setattr(export_mod, "_runner_from_bytes", reversed_int8)
+    assert main([*base, "--out", str(tmp_path / "m.onnx"), "--min_agreement", "0.5"]) == 1
     assert (
         "int8 check failed: the quantized model predicts the fp32 model's class on" in capsys.readouterr().err
     )
