@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from stnet import cli
-from stnet.bench import encode
 from stnet.bench import video_like_frames as synthetic_frames
 from stnet.clipstore import ClipReader
 from stnet.datasets import ClipSpec, Sample, VideoClipDataset
+from stnet.encode import encode_video
 
 
 def run_prepare(src: Path, out: Path, short_side: int, workers: int) -> float:
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         src = root / "src"
         for i in range(n_videos):
             (src / "train" / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
-            encode(src / "train" / f"c{i % 3}" / f"v{i}.avi", frames, "mpeg4")
-        mp4 = encode(root / "video.mp4", frames, "libx264")
+            encode_video(src / "train" / f"c{i % 3}" / f"v{i}.avi", frames, codec="mpeg4", bit_rate=1_000_000)
+        mp4 = encode_video(root / "video.mp4", frames, crf=23, preset="fast")
         avi = src / "train" / "c0" / "v0.avi"
 
         # prepare throughput (UCF-like: MPEG-4 AVI 320x240 -> short side 128)

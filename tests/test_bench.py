@@ -61,7 +61,7 @@ def test_flops_of_a_small_stnet_match_its_layer_shapes():
 
 
 def test_stnet_r50_does_about_40_percent_more_work_than_the_tsn_baseline():
-    plan = bench.FULL
+    plan = bench.FULL_WORKLOAD
     stnet = bench.count_flops(bench.build("stnet", plan), bench.example("stnet", plan, 1, 112))
     tsn = bench.count_flops(bench.build("tsn", plan), bench.example("tsn", plan, 1, 112))
     # ResNet-50 at 112² is ~2.15 GFLOP per frame (a quarter of its 8.2 at 224², plus the stem edges).
@@ -86,6 +86,7 @@ def test_fitted_exponent():
     assert bench.fitted_exponent(xs, [0.5 * x for x in xs]) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_quick_bench_measures_every_section(tmp_path, capsys):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     assert cli.main(["bench", "--quick", "--json", str(out_json), "--markdown", str(out_md)]) == 0
@@ -115,3 +116,9 @@ def test_unknown_section_is_a_one_line_error(capsys):
     assert cli.main(["bench", "--only", "ceiling,gpus"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "stnet: error: --only: unknown section 'gpus'; use some of ceiling,train,infer,data,scaling"
+
+
+def test_one_section_alone_is_measured_and_reported(capsys):
+    assert cli.main(["bench", "--quick", "--only", "scaling"]) == 0
+    report = capsys.readouterr().out
+    assert "**Ceiling**" in report and "**Scaling**" in report and "**Training" not in report

@@ -4,7 +4,9 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
+import stnet
 from reference_recipe import reference_params
 from stnet.cli import main
 from stnet.mindspore_ckpt import write_ckpt
@@ -23,7 +25,7 @@ def test_python_dash_m(capsys):
     out = subprocess.run(
         [sys.executable, "-m", "stnet", "version"], capture_output=True, text=True, check=True
     )
-    assert out.stdout.startswith("stnet 0.1.0 (torch 2.13.0")
+    assert out.stdout.startswith(f"stnet {stnet.__version__} (torch {torch.__version__}, python ")
 
 
 def test_config_prints_resolved_yaml(capsys):

@@ -1,11 +1,15 @@
 """`stnet demo --quick`: the whole workflow on the synthetic motion dataset, end to end."""
 
 import json
+from pathlib import Path
+
+import pytest
 
 from stnet.cli import main
-from stnet.demo import QUICK
+from stnet.demo import QUICK_PRESET, DemoError, subprocess_runner
 
 
+@pytest.mark.slow
 def test_quick_demo_runs_every_step_and_learns(tmp_path, capsys):
     demo = tmp_path / "demo_out"
     assert main(["demo", "--quick", "--out", str(demo)]) == 0
@@ -26,19 +30,20 @@ def test_quick_demo_runs_every_step_and_learns(tmp_path, capsys):
     ):
         assert (demo / name).is_file(), name
     summary = json.loads((demo / "summary.json").read_text())
-    chance = 1 / len(QUICK.classes)
+    chance = 1 / len(QUICK_PRESET.classes)
     assert summary["val_top1"] >= chance + 0.5  # clearly above chance (measured 95.0 %)
     assert summary["onnx_top1"] == summary["val_top1"]  # ONNX Runtime agrees with `stnet eval`
     acc_log = (demo / "infer" / "acc.log").read_text().splitlines()[0]
     correct = round(summary["val_top1"] * summary["val_videos"])
     assert acc_log.startswith(f"top1_correct={correct}, tot={summary['val_videos']}, ")
-    # predictions with class names, one line per held-out video
-    test_videos = len(QUICK.classes) * QUICK.test_per_class
-    predicted = [line for line in printed.splitlines() if ".mp4: " in line]
+    # `predict --json`: one JSON object per held-out video, top-3 class names with probabilities
+    test_videos = len(QUICK_PRESET.classes) * QUICK_PRESET.test_per_class
+    predicted = [json.loads(line) for line in printed.splitlines() if line.startswith('{"video": ')]
     assert len(predicted) == test_videos == summary["test_videos"]
-    assert all(line.split(": ")[1].split()[0] in QUICK.classes for line in predicted)
+    assert all(len(p["top"]) == 3 and p["top"][0]["class"] in QUICK_PRESET.classes for p in predicted)
+    right = sum(Path(p["video"]).parent.name == p["top"][0]["class"] for p in predicted)
+    assert summary["test_correct"] == right
     assert f"val top-1 {100 * summary['val_top1']:.1f} %" in printed
-    assert summary["total_seconds"] > 0
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
@@ -46,3 +51,13 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path)]) == 1
     assert "is not a demo output folder" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+def test_the_runner_runs_the_real_command_and_returns_its_stdout(capsys):
+    printed = subprocess_runner(["config", "--depth", "34"])
+    assert "depth: 34" in printed and printed == capsys.readouterr().out  # shown as well as returned
+
+
+def test_the_runner_raises_when_the_command_fails():
+    with pytest.raises(DemoError, match="`stnet config` failed \\(exit code 2\\)"):
+        subprocess_runner(["config", "--no_such_key", "1"])

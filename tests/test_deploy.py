@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+from conftest import tiny_argv
 from reference_recipe import reference_params
 from stnet import StNet
 from stnet import export as export_mod
@@ -21,36 +22,7 @@ from stnet.mindspore_ckpt import write_ckpt
 from videos import write_colour_dataset, write_video
 
 CLASSES = ["red", "green", "blue"]
-TINY = [
-    "--depth",
-    "18",
-    "--T",
-    "3",
-    "--N",
-    "2",
-    "--target_size",
-    "32",
-    "--short_size",
-    "36",
-    "--dataset_type",
-    "kinetics400",
-    "--class_num",
-    "3",
-    "--batch_size",
-    "3",
-    "--workers",
-    "0",
-    "--precision",
-    "fp32",
-    "--channels_last",
-    "false",
-    "--lr",
-    "0.001",
-    "--freeze_bn",
-    "true",
-    "--lr_schedule",
-    "constant",
-]
+TINY = tiny_argv(T=3, lr=0.001, freeze_bn=True, lr_schedule="constant")
 
 
 @pytest.fixture(scope="module")

@@ -12,40 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import tiny_argv
 from stnet.checkpoint import load_checkpoint
 from stnet.clipstore import write_clip
 
+pytestmark = pytest.mark.slow  # torchrun end to end
+
+# batch statistics couple the clips of a batch, so 1 x 8 and 2 x 4 clips only compute the same gradient
+# when BatchNorm uses its running statistics (freeze_bn)
 COMMON = [
-    "--depth",
-    "18",
-    "--T",
-    "2",
-    "--N",
-    "2",
-    "--target_size",
-    "32",
-    "--short_size",
-    "32",
-    "--dataset_type",
-    "kinetics400",
-    "--class_num",
-    "3",
-    "--workers",
-    "0",
-    "--precision",
-    "fp32",
-    "--lr",
-    "0.01",
-    "--deterministic",
-    "true",
-    "--eval_start_epoch",
-    "1",
-    "--num_epochs",
-    "2",
-    # batch statistics couple the clips of a batch, so 1 x 8 and 2 x 4 clips only compute the same
-    # gradient when BatchNorm uses its running statistics
-    "--freeze_bn",
-    "true",
+    *tiny_argv(short_size=32, batch_size=None, channels_last=None, lr=0.01, deterministic=True),
+    *["--eval_start_epoch", "1", "--num_epochs", "2", "--freeze_bn", "true"],
 ]
 
 

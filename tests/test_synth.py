@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from stnet import cli, synth
+from stnet.encode import encode_video
 from stnet.synth import MOTIONS, render_video, sample_scene, synthesize
 from stnet.video import DataError
 
@@ -57,7 +58,7 @@ def test_render_video_shape() -> None:
 
 def test_encode_video_any_even_size(tmp_path: Path) -> None:
     video = render_video("shrinks", np.random.default_rng(0), size=34, frames=16)  # 34/2 is odd
-    synth.encode_video(tmp_path / "v.mp4", video, crf=0)
+    encode_video(tmp_path / "v.mp4", video, crf=0)
     decoded = _decode(tmp_path / "v.mp4").astype(np.float64).mean(-1)
     assert decoded.shape == (16, 34, 34)
     assert np.abs(decoded - video.astype(np.float64).mean(-1)).mean() < 3

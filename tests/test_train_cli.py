@@ -5,38 +5,12 @@ import json
 import numpy as np
 import pytest
 
+from conftest import tiny_argv
 from stnet.cli import main
 from videos import write_colour_dataset
 
 CLASSES = ["red", "green", "blue"]
-TINY = [
-    "--depth",
-    "18",
-    "--T",
-    "2",
-    "--N",
-    "2",
-    "--target_size",
-    "32",
-    "--short_size",
-    "36",
-    "--dataset_type",
-    "kinetics400",
-    "--class_num",
-    "3",
-    "--batch_size",
-    "3",
-    "--workers",
-    "0",
-    "--precision",
-    "fp32",
-    "--channels_last",
-    "false",
-    "--lr",
-    "0.01",
-    "--eval_start_epoch",
-    "1",
-]
+TINY = tiny_argv(lr=0.01, eval_start_epoch=1)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from stnet.encode import encode_video
+
 BITS = 6  # indices 0..63
 HEIGHT, WIDTH = 48, 64
 
@@ -63,28 +65,19 @@ def write_video(
     MPEG-4 part 2 AVI (UCF101's codec). ``rotate``/``hflip`` record a display matrix, as phones do
     (MP4/MOV/MKV): players show the frames turned ``rotate`` degrees counter-clockwise, then mirrored.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = frames if frames is not None else [barcode_frame(i, height, width) for i in range(num_frames)]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        if rotate or hflip:
-            stream.set_display_rotation(rotate, hflip=hflip)
-        if codec == "libx264":
-            stream.options = {"crf": "12", "preset": "ultrafast", "g": "12"}
-        else:
-            stream.bit_rate = 2_000_000
-            stream.codec_context.time_base = Fraction(1, fps)
-        for image in images:
-            for packet in stream.encode(
-                av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            ):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return encode_video(
+        path,
+        images,
+        codec=codec,
+        fps=fps,
+        crf=12,
+        preset="ultrafast",
+        keyframe_interval=12,
+        bit_rate=2_000_000,
+        rotate=rotate,
+        hflip=hflip,
+    )
 
 
 def write_audio_only(path: str | os.PathLike, seconds: float = 0.2) -> Path:

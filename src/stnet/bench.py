@@ -31,11 +31,11 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from stnet.model import FrozenCompiled, StNet, to_channels_last
 
 
 @dataclass(frozen=True)
-class Plan:
+class Workload:
     """The sizes and repeats of one bench run."""
 
     depth: int
@@ -78,7 +78,7 @@ class Plan:
     data_batch: int
 
 
-FULL = Plan(
+FULL_WORKLOAD = Workload(
     depth=50,
     classes=101,
     T=7,
@@ -100,7 +100,7 @@ FULL = Plan(
     data_size=112,
     data_batch=16,
 )
-QUICK = Plan(
+QUICK_WORKLOAD = Workload(
     depth=18,
     classes=10,
     T=3,
@@ -159,13 +159,13 @@ class TSN(nn.Module):
         return self.fc(features).view(b, t, -1).mean(dim=1)
 
 
-def build(kind: str, plan: Plan) -> nn.Module:
+def build(kind: str, plan: Workload) -> nn.Module:
     if kind == "stnet":
         return StNet(plan.classes, plan.T, plan.N, plan.depth)
     return TSN(plan.classes, plan.depth)
 
 
-def example(kind: str, plan: Plan, batch: int, size: int, T: int | None = None) -> torch.Tensor:
+def example(kind: str, plan: Workload, batch: int, size: int, T: int | None = None) -> torch.Tensor:
     channels = 3 * plan.N if kind == "stnet" else 3
     return torch.randn(batch, T or plan.T, channels, size, size)
 
@@ -270,8 +270,8 @@ def prepare_variant(
         dtype = fast_dtype(device) or torch.bfloat16
         to_channels_last(model)
     if variant.startswith("torch.compile"):
-        # One static graph per case: dynamic shapes fail on StNet's Conv3d in torch 2.13. Inference
-        # freezes the weights (BatchNorm folded, oneDNN pre-packing), as `stnet eval --compile` does.
+        # One static graph per case (each measured shape compiles once). Inference freezes the weights
+        # (BatchNorm folded, oneDNN pre-packing), as `stnet eval --compile` does.
         model = torch.compile(model, dynamic=False) if model.training else FrozenCompiled(model)
     return model, dtype
 
@@ -310,7 +310,7 @@ class Case:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def train_case(kind: str, plan: Plan, variant: str, size: int, batch: int, device_name: str) -> dict:
+def train_case(kind: str, plan: Workload, variant: str, size: int, batch: int, device_name: str) -> dict:
     """Time SGD steps of one configuration; run in a fresh process so its peak memory is its own."""
     device = torch.device(device_name)
     torch.manual_seed(0)
@@ -341,7 +341,7 @@ def train_case(kind: str, plan: Plan, variant: str, size: int, batch: int, devic
 def _case(
     section: str,
     kind: str,
-    plan: Plan,
+    plan: Workload,
     variant: str,
     size: int,
     batch: int,
@@ -368,7 +368,7 @@ def _case(
 
 
 def run_train_cases(
-    plan: Plan, variants: Sequence[str], device: torch.device, say: Callable[[str], None]
+    plan: Workload, variants: Sequence[str], device: torch.device, say: Callable[[str], None]
 ) -> list[Case]:
     cases = []
     jobs = [("stnet", v) for v in variants] + [("tsn", FP32)]
@@ -405,7 +405,7 @@ def _torch_infer(
 
 
 def _onnx_runners(
-    model: nn.Module, plan: Plan, size: int, folder: Path
+    model: nn.Module, plan: Workload, size: int, folder: Path
 ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """The model written by ``stnet export``'s code, fp32 and quantized as ``--quantize int8`` does,
     loaded into ONNX Runtime. The int8 model is calibrated on random clips and its agreement with fp32
@@ -430,7 +430,7 @@ def _onnx_runners(
 
 
 def run_infer_cases(
-    plan: Plan, variants: Sequence[str], device: torch.device, say: Callable[[str], None]
+    plan: Workload, variants: Sequence[str], device: torch.device, say: Callable[[str], None]
 ) -> list[Case]:
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -471,7 +471,7 @@ def fitted_exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-def run_scaling(plan: Plan, device: torch.device, say: Callable[[str], None]) -> dict[str, Any]:
+def run_scaling(plan: Workload, device: torch.device, say: Callable[[str], None]) -> dict[str, Any]:
     """Inference ms per clip (the default fast variant) vs T at the first size, and vs size at plan.T."""
     variant = FAST if fast_dtype(device) is not None else FP32
     model = build("stnet", plan).eval()
@@ -517,53 +517,24 @@ def video_like_frames(count: int, width: int = 320, height: int = 240, seed: int
     return frames
 
 
-def encode(path: Path, frames: list[np.ndarray], codec: str) -> Path:
-    """Write ``frames`` as a 25 fps video: ``libx264`` (mp4) or ``mpeg4`` (UCF101's AVI codec)."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "23", "preset": "fast", "g": "250"}
-        else:
-            stream.bit_rate = 1_000_000
-            stream.codec_context.time_base = Fraction(1, 25)
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def _quiet_cli(argv: list[str], log: Path) -> None:
-    """Run an ``stnet`` command with its output going to ``log``; raise if it fails."""
-    from stnet import cli
-
-    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        code = cli.main(argv)
-    if code != 0:
-        raise RuntimeError(f"stnet {argv[0]} failed during the benchmark; see {log}")
-
-
-def make_store(plan: Plan, root: Path) -> Path:
+def make_store(plan: Workload, root: Path) -> Path:
     """A prepared dataset of ``plan.data_videos`` 320×240 MPEG-4 videos in 4 classes (UCF101-like)."""
+    from stnet.encode import encode_video
+    from stnet.prepare import Settings, execute, plan_list
+
     frames = video_like_frames(plan.data_frames)
     src = root / "videos"
     for i in range(plan.data_videos):
-        folder = src / "train" / f"class{i % 4}"
-        folder.mkdir(parents=True, exist_ok=True)
-        encode(folder / f"v{i:04d}.avi", frames[i % 7 :] + frames[: i % 7], "mpeg4")
+        path = src / "train" / f"class{i % 4}" / f"v{i:04d}.avi"
+        encode_video(path, frames[i % 7 :] + frames[: i % 7], codec="mpeg4", bit_rate=1_000_000)
     out = root / "data"
-    short = round(plan.data_size * 8 / 7)
-    argv = ["prepare", "list", "--root", str(src), "--folders", "--out", str(out), "--short-side", str(short)]
-    _quiet_cli([*argv, "--quiet"], root / "log.txt")
+    settings = Settings(short_side=round(plan.data_size * 8 / 7))
+    if execute(plan_list([], src, folders=True, label_file=None), out, settings, progress=False):
+        raise BenchError(f"preparing the benchmark's clip store in {out} failed")
     return out
 
 
-def worker_rate(plan: Plan, store: Path, seconds: float = 2.0) -> dict[str, float]:
+def worker_rate(plan: Workload, store: Path, seconds: float = 2.0) -> dict[str, float]:
     """Training clips/s one DataLoader worker (one process, one thread) loads and augments."""
     from stnet.datasets import ClipSpec, Sample, VideoClipDataset
 
@@ -584,19 +555,22 @@ def worker_rate(plan: Plan, store: Path, seconds: float = 2.0) -> dict[str, floa
     return {"clips_per_s": count / elapsed, "ms_per_clip": 1000 * elapsed / count}
 
 
-def epoch_wait(plan: Plan, store: Path, root: Path) -> dict[str, Any]:
-    """One real ``stnet train`` epoch on the store with the default workers and precision."""
+def epoch_wait(plan: Workload, store: Path, root: Path) -> dict[str, Any]:
+    """One real training epoch (:func:`stnet.engine.fit`, as ``stnet train`` runs it) on the store with
+    the default workers and precision: its clips/s and the fraction of it spent waiting for data."""
     from stnet.config import load_config
+    from stnet.datasets import build_dataset
+    from stnet.engine import fit
 
-    run = root / "run"
-    argv = ["train", "--config", "ucf101", "--dataset_path", str(store), "--output_dir", str(run)]
-    argv += ["--depth", str(plan.depth), "--class_num", "4", "--T", str(plan.T), "--N", str(plan.N)]
-    argv += ["--target_size", str(plan.data_size), "--short_size", str(round(plan.data_size * 8 / 7))]
-    argv += ["--batch_size", str(plan.data_batch), "--num_epochs", "1", "--run_eval", "false"]
-    _quiet_cli(argv, root / "log.txt")
-    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    short = round(plan.data_size * 8 / 7)
+    settings = {"dataset_path": str(store), "output_dir": str(root / "run"), "class_num": 4}
+    settings |= {"depth": plan.depth, "T": plan.T, "N": plan.N, "target_size": plan.data_size}
+    settings |= {"short_size": short, "batch_size": plan.data_batch, "num_epochs": 1, "run_eval": False}
+    cfg = load_config("ucf101", settings, warn=False)
+    run = fit(cfg, build_dataset(cfg, "train"), None, [f"class{i}" for i in range(4)], log=_quiet)
+    record = run.history[-1]
     return {
-        "workers": load_config("ucf101", warn=False).workers,
+        "workers": cfg.workers,
         "clips": plan.data_videos,
         "batch": plan.data_batch,
         "data_wait": record["data_wait"],
@@ -604,11 +578,19 @@ def epoch_wait(plan: Plan, store: Path, root: Path) -> dict[str, Any]:
     }
 
 
-def run_data(plan: Plan, say: Callable[[str], None]) -> dict[str, Any]:
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _quiet(_message: str) -> None:
+    """The training log, which the benchmark does not show."""
+
+
+def run_data(plan: Workload, say: Callable[[str], None]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         store = make_store(plan, root)
-        rate = worker_rate(plan, store, seconds=2.0 if plan is FULL else 0.3)
+        rate = worker_rate(plan, store, seconds=2.0 if plan is FULL_WORKLOAD else 0.3)
         say(f"  data: one worker loads {rate['clips_per_s']:.0f} training clips/s")
         epoch = epoch_wait(plan, store, root)
         say(f"  data: a training epoch waited {epoch['data_wait']:.1%} of its time for data")
@@ -650,7 +632,7 @@ def _at_least(what: str, value: float, minimum: float, share: bool = False) -> T
 
 
 def targets(result: dict[str, Any]) -> list[Target]:
-    """The issue's targets, each a ratio of numbers from this run."""
+    """The targets, each a ratio of numbers from this run."""
     cases = [Case(**c) for c in result["cases"]]
     ceiling = max(result["ceiling"]["bf16"], result["ceiling"]["fp32"])
     size = result["plan"]["train_cases"][0][0]
@@ -765,6 +747,8 @@ def render(result: dict[str, Any]) -> str:
             if section == "train":
                 row.append(f"{c.peak_gib:.2f}")
             rows.append(row)
+        if not rows:  # a section not run (--only)
+            continue
         header = ["model", "clip", "batch", "variant", "clips/s"]
         header += ["latency/clip p50 (ms)", "p99 (ms)"] if section == "infer" else []
         header += ["GFLOP/clip", "GFLOP/s", "of ceiling"] + (
@@ -821,14 +805,16 @@ def run_bench(
     compile: bool | None = None,
     device_name: str = "auto",
     sections: Sequence[str] = ("ceiling", "train", "infer", "data", "scaling"),
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] | None = None,
     command: str = "stnet bench",
 ) -> dict[str, Any]:
-    """Measure everything in ``sections``; returns the JSON-ready result (``render`` makes markdown)."""
+    """Measure everything in ``sections``; returns the JSON-ready result (``render`` makes markdown).
+    Progress goes to ``say`` (default: stderr)."""
     from stnet.runtime import resolve_device
 
+    say = say or _progress
     device = resolve_device(device_name)
-    plan = QUICK if quick else FULL
+    plan = QUICK_WORKLOAD if quick else FULL_WORKLOAD
     if compile is not None:
         plan = replace(plan, compile=compile)
     start = time.perf_counter()
@@ -837,14 +823,13 @@ def run_bench(
         f"stnet bench ({'quick' if quick else 'full'}) on {device}: "
         f"StNet-R{plan.depth}, T={plan.T}, N={plan.N}"
     )
-    if "ceiling" in sections or {"train", "infer"} & set(sections):
-        ceiling: dict[str, Any] = {}
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            rates = {n: matmul_gflops(dtype, n, plan.matmul_seconds, device) for n in plan.matmul_sizes}
-            n = max(rates, key=rates.__getitem__)
-            ceiling[name], ceiling[name + "_n"] = rates[n], n
-            say(f"  ceiling {name}: {rates[n]:.0f} GFLOP/s ({n}×{n} matmul)")
-        result["ceiling"] = ceiling
+    ceiling: dict[str, Any] = {}  # measured in every run (seconds): the report and targets divide by it
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        rates = {n: matmul_gflops(dtype, n, plan.matmul_seconds, device) for n in plan.matmul_sizes}
+        n = max(rates, key=rates.__getitem__)
+        ceiling[name], ceiling[name + "_n"] = rates[n], n
+        say(f"  ceiling {name}: {rates[n]:.0f} GFLOP/s ({n}×{n} matmul)")
+    result["ceiling"] = ceiling
     variants = [FP32, FAST] + ([compiled(FP32), compiled(FAST)] if plan.compile else [])
     if "train" in sections:
         train_variants = [FP32, FAST] + ([compiled(FAST)] if plan.compile else [])
@@ -871,7 +856,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "inference clips/s, achieved GFLOP/s and peak memory for fp32, bf16 + channels-last, "
         "torch.compile and ONNX Runtime; a plain ResNet-50 TSN baseline; clip-store loading and the data "
         "wait of a real training epoch; cost vs T and input size. Prints markdown tables and the targets "
-        "(ratios within the run). The full run takes 20-30 minutes on 2 CPU cores.",
+        "(ratios within the run). The full run took 9-12 minutes on 2 CPU cores (docs/benchmarks.md).",
     )
     p.add_argument(
         "--quick", action="store_true", help="a small model and tiny inputs: checks everything runs"

@@ -2,6 +2,8 @@
 
 It runs the real commands, in order, printing each as you would type it: ``synth`` → ``prepare list``
 → ``train`` → ``eval`` → ``export`` (ONNX) → ``infer`` → ``predict`` on held-out videos, then a summary.
+Each runs as ``python -m stnet ...`` in a child process (or through the ``runner`` given to
+:func:`run_demo`); the summary comes from the files the commands write and ``predict --json``.
 ``--control`` also trains the identical pipeline on one frame per video (T=1, N=1): since no single
 frame of the synthetic videos carries the class, it stays near chance, which shows that the task
 needs StNet's temporal modelling.
@@ -10,10 +12,10 @@ needs StNet's temporal modelling.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
+import os
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +31,29 @@ MARKER = "stnet-demo.json"
 
 class DemoError(StnetError, RuntimeError):
     """A demo step failed (its own error was printed above)."""
+
+
+Runner = Callable[[Sequence[str]], str]
+"""Runs ``stnet ARGV`` with its output shown; returns what it printed on stdout; raises if it fails."""
+
+
+def subprocess_runner(argv: Sequence[str]) -> str:
+    """Run ``python -m stnet ARGV`` with this Python and this stnet in a child process: its stdout is
+    shown as it comes and returned, its stderr goes to ours."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "stnet", *argv]
+    lines = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line)
+    if child.returncode != 0:
+        raise DemoError(f"`stnet {argv[0]}` failed (exit code {child.returncode}); see its message above")
+    return "".join(lines)
 
 
 @dataclass(frozen=True)
@@ -57,7 +82,7 @@ class Preset:
         )
 
 
-FULL = Preset(
+FULL_PRESET = Preset(
     name="full",
     classes=None,
     per_class=100,
@@ -71,7 +96,7 @@ FULL = Preset(
     batch_size=16,
     warmup_epochs=0,
 )
-QUICK = Preset(
+QUICK_PRESET = Preset(
     name="quick",
     classes=("moves_left", "moves_right", "right_then_left", "left_then_right"),
     per_class=150,
@@ -95,34 +120,11 @@ class Step:
     output: str = ""
 
 
-class _Tee(io.TextIOBase):
-    """Write to the terminal and keep a copy (the demo reads results from the commands' output)."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream, self.parts = stream, []
-
-    def write(self, text: str) -> int:
-        self.parts.append(text)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-
-def _run(step: Step, index: int, total: int, main: Callable[[list[str]], int]) -> Step:
+def _run_step(step: Step, index: int, total: int, runner: Runner) -> None:
     print(f"\n[{index}/{total}] {step.name}\n$ stnet {shlex.join(step.argv)}", flush=True)
-    tee = _Tee(sys.stdout)
     start = time.perf_counter()
-    with contextlib.redirect_stdout(tee):
-        code = main(step.argv)
+    step.output = runner(step.argv)
     step.seconds = time.perf_counter() - start
-    step.output = "".join(tee.parts)
-    if code != 0:
-        raise DemoError(f"step '{step.name}' failed (exit code {code}); see its message above")
-    return step
 
 
 def _check_out(out: Path) -> None:
@@ -157,7 +159,7 @@ def train_args(preset: Preset, depth: int, data: Path, run: Path, seed: int, T: 
     ]  # fmt: skip
 
 
-def plan(out: Path, preset: Preset, depth: int, seed: int, control: bool) -> list[Step]:
+def demo_steps(out: Path, preset: Preset, depth: int, seed: int, control: bool) -> list[Step]:
     """The commands the demo runs, in order (``predict`` gets the test videos once they exist)."""
     synth, data, run = out / "synth", out / "data", out / "run"
     ckpt = str(run / "checkpoints" / "best.pt")
@@ -181,7 +183,7 @@ def plan(out: Path, preset: Preset, depth: int, seed: int, control: bool) -> lis
         ),
         Step("export to ONNX (verified against PyTorch)", ["export", "--checkpoint", ckpt, "--out", onnx]),
         Step("ONNX Runtime over val", infer),
-        Step("predict held-out test videos", ["predict", "--model", onnx, "--topk", "3"]),
+        Step("predict held-out test videos", ["predict", "--model", onnx, "--topk", "3", "--json"]),
     ]
     if control:
         control_ckpt = str(out / "control" / "checkpoints" / "best.pt")
@@ -212,14 +214,14 @@ def _test_videos(synth: Path) -> list[str]:
 
 
 def _predicted(output: str) -> list[tuple[str, str, float]]:
-    """(video, top-1 class, probability) from ``stnet predict``'s lines ``path: name p, name p, ...``."""
+    """(video, top-1 class, probability) of each video ``stnet predict --json`` classified."""
     rows = []
     for line in output.splitlines():
-        if ": " not in line:
-            continue
-        video, ranked = line.rsplit(": ", 1)
-        name, prob = ranked.split(", ")[0].rsplit(" ", 1)
-        rows.append((video, name, float(prob)))
+        if line.strip():
+            record = json.loads(line)
+            if "top" in record:
+                best = record["top"][0]
+                rows.append((record["video"], best["class"], best["prob"]))
     return rows
 
 
@@ -227,7 +229,7 @@ def summary(out: Path, steps: list[Step], preset: Preset, depth: int, control: b
     """The demo's results, read back from the files the commands wrote."""
     evaluated = json.loads((out / "eval" / "eval.json").read_text())
     inferred = json.loads((out / "infer" / "infer.json").read_text())
-    predictions = _predicted(steps[6].output)
+    predictions = _predicted(next(step.output for step in steps if step.argv[0] == "predict"))
     correct = sum(Path(video).parent.name == name for video, name, _p in predictions)
     result: dict[str, Any] = {
         "preset": preset.name,
@@ -280,21 +282,20 @@ def run_demo(
     quick: bool = False,
     control: bool = False,
     seed: int = 0,
-    main: Callable[[list[str]], int] | None = None,
+    runner: Runner = subprocess_runner,
 ) -> dict[str, Any]:
-    """Run the demo into ``out``; return the summary (also written to ``out/summary.json``)."""
-    if main is None:
-        from stnet.cli import main
+    """Run the demo into ``out`` with ``runner`` running each command; return the summary (also written
+    to ``out/summary.json``)."""
     out = Path(out)
     _check_out(out)
     (out / MARKER).write_text(json.dumps({"quick": quick, "depth": depth, "seed": seed}) + "\n")
-    preset = QUICK if quick else FULL
+    preset = QUICK_PRESET if quick else FULL_PRESET
     print(f"stnet demo ({preset.name}) into {out}: {preset.describe(depth)}")
-    steps = plan(out, preset, depth, seed, control)
+    steps = demo_steps(out, preset, depth, seed, control)
     for i, step in enumerate(steps, 1):
         if step.argv[0] == "predict":
             step.argv += _test_videos(out / "synth")
-        _run(step, i, len(steps), main)
+        _run_step(step, i, len(steps), runner)
     result = summary(out, steps, preset, depth, control)
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     print_summary(result, len(preset.classes) if preset.classes else 8)

@@ -51,15 +51,15 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stnet.argtypes import MAX_SEED, int_arg, workers_arg
+from stnet.encode import encode_video
 from stnet.errors import DataError
-from stnet.fileio import atomic_path, atomic_write_bytes
+from stnet.fileio import atomic_write_bytes
 
 __all__ = [
     "MOTIONS",
@@ -69,7 +69,6 @@ __all__ = [
     "cmd_synth",
     "crf_for",
     "draw_scene",
-    "encode_video",
     "prepare_command",
     "register_cli",
     "render_video",
@@ -304,46 +303,6 @@ def crf_for(size: int) -> int:
     return CRF if size >= 64 else CRF_SMALL
 
 
-def encode_video(path: str | os.PathLike, video: np.ndarray, fps: int = FPS, crf: int = CRF) -> None:
-    """Write uint8 (frames, H, W, 3) RGB as H.264 (libx264, yuv420p) MP4 at ``path``, atomically.
-
-    Byte-identical reruns: one encoder thread, frame timestamps set, no macroblock tree, and the colour
-    conversion done in numpy; the dataset is parallelised across videos instead.
-    """
-    import av
-
-    _, height, width, _ = video.shape
-    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        # x264's macroblock-tree rate control is not repeatable on frames this small (the same input
-        # encodes differently from call to call), so it is off; everything else is the "veryfast" preset
-        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
-        for index, image in enumerate(_yuv420p(video)):
-            frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-def _yuv420p(video: np.ndarray) -> np.ndarray:
-    """RGB (frames, H, W, 3) → planar YUV 4:2:0 (frames, 3H/2, W), BT.601 limited range, as decoders assume.
-
-    Done here rather than by FFmpeg's swscale so that the bytes depend on nothing but the pixels.
-    """
-    n, h, w, _ = video.shape
-    r, g, b = (video[..., c].astype(np.float32) for c in range(3))
-    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
-    r, g, b = (x.reshape(n, h // 2, 2, w // 2, 2).mean((2, 4)) for x in (r, g, b))
-    cb = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
-    cr = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
-    planes = np.concatenate([x.reshape(n, -1) for x in (y, cb, cr)], axis=1)  # PyAV's packed layout
-    return np.clip(np.rint(planes), 0, 255).astype(np.uint8).reshape(n, h * 3 // 2, w)
-
-
 @dataclass(frozen=True)
 class _Job:
     path: str
@@ -452,7 +411,7 @@ def _remove_leftovers(videos: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _run(jobs: list[_Job], workers: int, log: Callable[[str], Any]) -> int:
+def _make_videos(jobs: list[_Job], workers: int, log: Callable[[str], Any]) -> int:
     """Make every video; returns the total bytes. Logs progress about every 10 %."""
     total, done, step = 0, 0, max(1, len(jobs) // 10)
 
@@ -533,7 +492,7 @@ def synthesize(
                 jobs.append(_Job(str(out / rel), motion, seed, i, size, frames))
     shape = f"{len(chosen)} classes, {size}x{size}, {frames} frames"
     log(f"synth: rendering {len(jobs)} videos ({shape}) into {out}")
-    total_bytes = _run(jobs, workers, log)
+    total_bytes = _make_videos(jobs, workers, log)
 
     for split, split_lines in lines.items():
         atomic_write_bytes(out / f"{split}.txt", "".join(f"{line}\n" for line in split_lines).encode())
