@@ -72,9 +72,7 @@ def quiet(_msg):
 
 
 def test_training_learns_an_easy_task_and_writes_its_outputs(tmp_path):
-    # Without precise BN the lagging running statistics left eval accuracy of this tiny from-scratch run
-    # at 33-67 % for 3 seeds of 4 (which seed got lucky depended on the CPU); with it, 8 seeds of 8 reach
-    # 100 % by epoch 2.
+    # precise BN: without it the lagging running statistics leave this tiny run's eval accuracy to the seed
     cfg = tiny_config(tmp_path, num_epochs=6, lr_milestones=[4], lr=0.003, channels_last=True, precise_bn=6)
     run = fit(cfg, ColourClips(24, 0), ColourClips(9, 1), CLASSES, log=quiet)
     assert run.epoch == 6 and run.step == 6 * 6

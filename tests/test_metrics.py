@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stnet.metrics import EvalResult, MetricsError, ScoreAccumulator, load_npz, topk_correct
-from stnet.plots import plot_confusion, plot_curves, read_jsonl
+from stnet.plots import plot_confusion, plot_curves
 
 
 def _sigmoid(x: float) -> float:
@@ -232,17 +232,3 @@ def test_curves_png_with_missing_keys(tmp_path):
     _assert_real_png(tmp_path / "curves.png")
     plot_curves([{"epoch": 0, "lr": 0.1}], tmp_path / "early.png")  # no loss yet, no evaluation yet
     _assert_real_png(tmp_path / "early.png")
-
-
-def test_read_jsonl_tolerates_a_truncated_last_line(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"epoch": 0, "train_loss": 2.5}\n\n{"epoch": 1, "train_loss": 2.0}\n{"epoch": 2, "tra')
-    assert read_jsonl(path) == [{"epoch": 0, "train_loss": 2.5}, {"epoch": 1, "train_loss": 2.0}]
-    # A resumed run appends to the cut line: its record is recovered, the cut one is dropped.
-    path.write_text(path.read_text() + '{"epoch": 2, "train_loss": 1.5, "x": {"a": 1}}\n{"epoch": 3}\n')
-    records = read_jsonl(path)
-    assert records[2:] == [{"epoch": 2, "train_loss": 1.5, "x": {"a": 1}}, {"epoch": 3}]
-    # Garbage in the middle of the file is skipped with one warning.
-    path.write_text('{"epoch": 0}\nnot json\n[1, 2]\n{"epoch": 1}\n')
-    with pytest.warns(UserWarning, match=r"skipped 2 unreadable line\(s\): 2, 3"):
-        assert read_jsonl(path) == [{"epoch": 0}, {"epoch": 1}]

@@ -262,8 +262,9 @@ def fast_dtype(device: torch.device) -> torch.dtype | None:
 
 def prepare_variant(
     model: nn.Module, variant: str, device: torch.device
-) -> tuple[nn.Module, torch.dtype | None]:
-    """The module to call and its autocast dtype for a variant name."""
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.dtype | None]:
+    """The model to call (``model`` itself, on ``device``, or compiled) and its autocast dtype for a
+    variant name."""
     model = model.to(device)
     dtype = None
     if FAST in variant:
@@ -272,7 +273,9 @@ def prepare_variant(
     if variant.startswith("torch.compile"):
         # One static graph per case (each measured shape compiles once). Inference freezes the weights
         # (BatchNorm folded, oneDNN pre-packing), as `stnet eval --compile` does.
-        model = torch.compile(model, dynamic=False) if model.training else FrozenCompiled(model)
+        if model.training:
+            return torch.compile(model, dynamic=False), dtype
+        return FrozenCompiled(model), dtype
     return model, dtype
 
 
@@ -706,7 +709,7 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def _table(header: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     return [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

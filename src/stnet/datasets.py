@@ -380,10 +380,6 @@ class VideoClipDataset(Dataset):
         self._video_frames: dict[Path, int] = {}
         self._warned: set[Path] = set()
 
-    def reseed(self, seed: int) -> None:
-        """Set the base seed of the augmentations."""
-        self.seed = seed
-
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's augmentations (call before the loader's iterator is created)."""
         self.epoch = epoch

@@ -52,7 +52,7 @@ META_KEY = "stnet"
 META_FILE = "stnet.json"
 INPUT_NAME, OUTPUT_NAME = "clips", "logits"
 OPSET = 18
-RECIPES = {  # the eval sampling of stnet.sampling, for people who reimplement the preprocessing
+RECIPE_TEXT = {  # the eval sampling of stnet.sampling, for people who reimplement the preprocessing
     "ucf101": "T equal segments; in each, N frames spread over a centred window of 2N frames "
     "(stnet.sampling.ucf_indices); short side resized to short_size, centre crop size x size",
     "kinetics400": "T equal segments; in each, N consecutive frames from its centre "
@@ -116,7 +116,7 @@ class ModelInfo:
             "dtype": "float32",
             "normalise": "x = (pixel / 255 - mean) / std",
         }
-        data["recipe_text"] = RECIPES.get(self.recipe, self.recipe)
+        data["recipe_text"] = RECIPE_TEXT.get(self.recipe, self.recipe)
         return json.dumps(data, indent=1)
 
     @classmethod

@@ -522,7 +522,8 @@ def write_ckpt(
     crc: bool = False,
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
 ) -> None:
-    """Write ``{name: numpy array | torch tensor}`` as a MindSpore checkpoint, atomically.
+    """Write ``{name: numpy array | torch tensor}`` as a MindSpore checkpoint, atomically: the writer of
+    the test fixtures (stnet itself only reads MindSpore checkpoints).
 
     Tensors are stored in mapping order. One larger than ``max_chunk_bytes`` is split along axis 0 into
     several ``Value`` entries with the same tag, each carrying the full dims (as MindSpore writes them).

@@ -7,10 +7,8 @@ training loop or a thread is safe. Every PNG is written atomically.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,46 +19,6 @@ from stnet.fileio import atomic_path
 
 _CELL_NUMBERS_MAX = 20  # above this many classes, cells are too small for their numbers
 _DPI = 100
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file, in order.
-
-    A final line cut short (a run killed mid-write) is dropped silently. A run resumed after such a cut
-    appends its first record to the cut line; that record is recovered. Any other unreadable line is
-    skipped, with one warning for all of them.
-    """
-    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    records: list[dict[str, Any]] = []
-    bad: list[int] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        record = _decode_line(line.strip())
-        if isinstance(record, dict):
-            records.append(record)
-        elif i != last:
-            bad.append(i + 1)
-    if bad:
-        shown = ", ".join(map(str, bad[:10])) + (", …" if len(bad) > 10 else "")
-        warnings.warn(f"{os.fspath(path)}: skipped {len(bad)} unreadable line(s): {shown}", stacklevel=2)
-    return records
-
-
-def _decode_line(line: str) -> Any:
-    """The JSON value of ``line``, else the object that ends it (what follows a cut), else None."""
-    decoder = json.JSONDecoder()
-    start = 0
-    while start >= 0:
-        try:
-            value, end = decoder.raw_decode(line, start)
-            if end == len(line):
-                return value
-        except json.JSONDecodeError:
-            pass
-        start = line.find("{", start + 1)
-    return None
 
 
 def _new_figure(width: float, height: float) -> Any:
