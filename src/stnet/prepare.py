@@ -727,10 +727,14 @@ def _write_report(out: Path, report: dict[str, Any]) -> None:
 
 def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
     """Kill the pool's workers now (they hold no state worth waiting for) and drop queued work."""
-    for process in list(getattr(pool, "_processes", {}).values()):
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
         with contextlib.suppress(OSError, ValueError):
             process.kill()
-    pool.shutdown(wait=True, cancel_futures=True)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            process.join(timeout=5)
 
 
 def _run_jobs(
@@ -977,7 +981,7 @@ def _convert(
     try:
         results, fatal = _run_jobs(todo, settings, workers, progress)
     except KeyboardInterrupt as e:
-        _stop_incomplete(out, report, f"interrupted ({e or 'Ctrl-C'})")
+        _stop_incomplete(out, report, f"interrupted ({str(e) or 'Ctrl-C'})")
         raise
     if fatal is not None:
         _stop_incomplete(out, report, fatal)
