@@ -47,9 +47,7 @@ def class_names() -> list[str]:
 def frames_for(label: int, n: int, rng: np.random.Generator) -> list[np.ndarray]:
     """A flat colour per class with noise: learnable enough that the numbers are not all ties."""
     base = np.array([(label * 37) % 256, (label * 91) % 256, (label * 53) % 256], np.float32)
-    return [
-        np.clip(base + rng.normal(0, 8, (32, 40, 3)), 0, 255).astype(np.uint8) for _ in range(n)
-    ]
+    return [np.clip(base + rng.normal(0, 8, (32, 40, 3)), 0, 255).astype(np.uint8) for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
