@@ -64,8 +64,11 @@ def os_error_line(e: OSError, path: str | os.PathLike | None = None, doing: str 
     return line
 
 
-class OSFailure(StnetError):
-    """An :class:`OSError` while stnet read or wrote ``path``, reported with the path the user knows."""
+class OSFailure(StnetError, OSError):
+    """An :class:`OSError` while stnet read or wrote ``path``, reported with the path the user knows.
+
+    Still an ``OSError``, so code that handles operating-system errors keeps handling it.
+    """
 
     def __init__(self, e: OSError, path: str | os.PathLike | None = None, doing: str | None = None) -> None:
         super().__init__(os_error_line(e, path, doing))
