@@ -369,11 +369,9 @@ def test_val_loader_keeps_every_video_in_order(tmp_path: Path) -> None:
         ds, _loader_config(batch_size=3, workers=0), DistInfo(), torch.device("cpu"), train=False
     )
     batches = list(loader)
-    assert torch.cat([index for index, *_ in batches]).tolist() == list(range(7))
-    assert (
-        torch.cat([y for _, _, y, _ in batches]).tolist() == [i % 3 for i in range(7)]
-        and not loader.drop_last
-    )
+    assert torch.cat([b.video_ids for b in batches]).tolist() == list(range(7))
+    assert torch.cat([b.labels for b in batches]).tolist() == [i % 3 for i in range(7)]
+    assert not loader.drop_last
 
 
 def test_val_loader_shards_without_padding(tmp_path: Path) -> None:
@@ -381,10 +379,7 @@ def test_val_loader_shards_without_padding(tmp_path: Path) -> None:
     cfg = _loader_config(batch_size=3, workers=0)
     seen = [
         torch.cat(
-            [
-                index
-                for index, *_ in build_loader(ds, cfg, DistInfo(rank, 2), torch.device("cpu"), train=False)
-            ]
+            [b.video_ids for b in build_loader(ds, cfg, DistInfo(rank, 2), torch.device("cpu"), train=False)]
         )
         for rank in range(2)
     ]

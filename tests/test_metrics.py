@@ -82,11 +82,15 @@ def test_softmax_averaging_changes_the_prediction():
     assert r.top1 == 1.0
     assert r.summary_line().endswith("over 2 videos (1 to 3 views each, softmax-averaged)")
     # Averaged logits (4/3, 5/3) pick class 1: the averaging rule matters.
-    logits = acc.result(average="logits")
+    by_logits = ScoreAccumulator(average="logits")
+    _three_view_video(by_logits)
+    logits = by_logits.result()
     np.testing.assert_allclose(logits.scores[0], [4 / 3, 5 / 3], rtol=1e-6)
     assert logits.top1 == 0.5 and logits.average == "logits"
     with pytest.raises(ValueError, match="softmax, logits"):
-        acc.result(average="mean")
+        ScoreAccumulator(average="mean")
+    with pytest.raises(MetricsError, match="logits-averaged scores into softmax-averaged"):
+        acc.merge(by_logits)
 
 
 def test_duplicate_video_view_is_counted_once():
@@ -109,20 +113,115 @@ def test_merge_of_partial_accumulators_equals_one_accumulator():
     logits = rng.normal(size=(len(rows), classes)) * 3
     whole = ScoreAccumulator()
     rank0, rank1 = ScoreAccumulator(), ScoreAccumulator()
-    for i, (v, k) in enumerate(rows):
+    for i, (v, k) in enumerate(rows):  # every video's views split over the two ranks
         whole.add([v], logits[i : i + 1], [labels[v]], view_ids=[k])
         (rank0 if i % 2 == 0 else rank1).add([v], logits[i : i + 1], [labels[v]], view_ids=[k])
-    rank1.add([0, 0], logits[0:2], [labels[0]] * 2, view_ids=[0, 1])  # padding duplicates rank 0's rows
-    # What each rank sends through all_gather_object: picklable plain numpy.
+    rank1.add([1] * 3, logits[3:6], [labels[1]] * 3, view_ids=[0, 1, 2])  # padding: all of video 1 again
+    # What each rank sends through gather_object: one row per video, picklable plain numpy.
     states = [pickle.loads(pickle.dumps(a.state())) for a in (rank0, rank1)]
-    assert all(isinstance(states[0][k], np.ndarray) for k in ("video_ids", "view_ids", "scores", "labels"))
-    merged = ScoreAccumulator.from_state(states[0]).merge(ScoreAccumulator.from_state(states[1]))
-    a, b = whole.result(), merged.result()
-    assert merged.num_scores == num_videos * views
-    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-12)
-    for name in ("labels", "video_ids", "num_views", "confusion", "per_class"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
-    assert (a.top1, a.top5, a.mean_class_accuracy) == (b.top1, b.top5, b.mean_class_accuracy)
+    assert all(isinstance(states[0][k], np.ndarray) for k in ("video_ids", "sums", "labels", "weights"))
+    assert states[0]["sums"].shape == (num_videos, classes) and states[0]["sums"].dtype == np.float32
+    for first, second in ((0, 1), (1, 0)):
+        merged = ScoreAccumulator.from_state(states[first]).merge(ScoreAccumulator.from_state(states[second]))
+        a, b = whole.result(), merged.result()
+        assert merged.num_scores == num_videos * views
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+        for name in ("labels", "video_ids", "num_views", "confusion", "per_class"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        assert (a.top1, a.top5, a.mean_class_accuracy) == (b.top1, b.top5, b.mean_class_accuracy)
+
+
+def test_a_partial_overlap_of_views_is_refused():
+    """Sums cannot be taken apart: views {0, 1} and {1, 2} of one video cannot be merged exactly."""
+    one, two = ScoreAccumulator(), ScoreAccumulator()
+    one.add([4, 4], np.zeros((2, 3)), [0, 0], view_ids=[0, 1])
+    two.add([4, 4], np.ones((2, 3)), [0, 0], view_ids=[1, 2])
+    with pytest.raises(MetricsError, match="video 4: two parts of its views overlap"):
+        one.merge(two)
+
+
+def _old_way(video_ids, view_ids, logits, labels):
+    """The accumulator as it was: every view's logits kept, softmax per view in float64, mean per video,
+    first score of a repeated (video, view) only."""
+    seen, per_video = set(), {}
+    for v, k, row, y in zip(video_ids, view_ids, logits, labels, strict=True):
+        if (v, k) not in seen:
+            seen.add((v, k))
+            p = np.exp(row.astype(np.float64) - row.max())
+            per_video.setdefault(v, ([], y))[0].append(p / p.sum())
+    ids = sorted(per_video)
+    return np.array([np.mean(per_video[v][0], axis=0) for v in ids]), np.array([per_video[v][1] for v in ids])
+
+
+def test_running_sums_give_the_old_top1_top5_and_mean_class():
+    rng = np.random.default_rng(3)
+    num_videos, views, classes = 40, 6, 12
+    labels = rng.integers(0, classes, num_videos)
+    rows = [(v, k) for v in range(num_videos) for k in range(views)]
+    rows += [rows[i] for i in rng.integers(0, len(rows), 20)]  # repeats, ignored
+    order = rng.permutation(len(rows))
+    video_ids = np.array([rows[i][0] for i in order])
+    view_ids = np.array([rows[i][1] for i in order])
+    logits = rng.normal(size=(len(order), classes)).astype(np.float32) * 4
+    logits[np.arange(len(order)), labels[video_ids]] += 1.5  # better than chance, not perfect
+    for i in range(len(order)):  # a repeat carries the first score of its (video, view)
+        first = np.flatnonzero((video_ids == video_ids[i]) & (view_ids == view_ids[i]))[0]
+        logits[i] = logits[first]
+    scores, ref_labels = _old_way(video_ids, view_ids, logits, labels[video_ids])
+    ref = EvalResult.from_scores(scores, ref_labels, num_views=np.full(num_videos, views))
+    acc = ScoreAccumulator()
+    for lo in range(0, len(order), 7):  # batches of 7 rows
+        acc.add(
+            video_ids[lo : lo + 7], logits[lo : lo + 7], labels[video_ids[lo : lo + 7]], view_ids[lo : lo + 7]
+        )
+    new = acc.result()
+    assert 0.2 < ref.top1 < 0.9  # a case where averaging decides
+    assert (new.top1, new.top5, new.mean_class_accuracy) == (ref.top1, ref.top5, ref.mean_class_accuracy)
+    np.testing.assert_allclose(new.scores, ref.scores, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(new.confusion, ref.confusion)
+    np.testing.assert_array_equal(new.num_views, ref.num_views)
+
+
+def test_a_weighted_score_counts_as_its_identical_views():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(3, 4))
+    repeated, weighted = ScoreAccumulator(), ScoreAccumulator()
+    repeated.add([0] * 5, logits[[0, 0, 0, 1, 2]], [2] * 5, view_ids=[0, 1, 2, 3, 4])
+    weighted.add([0, 0, 0], logits, [2] * 3, view_ids=[0, 3, 4], weights=[3, 1, 1])
+    a, b = repeated.result(), weighted.result()
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+    assert a.num_views.tolist() == b.num_views.tolist() == [5]
+    with pytest.raises(MetricsError, match="weights >= 1"):
+        weighted.add([1], logits[:1], [0], weights=[0])
+
+
+def test_unreadable_videos_are_misses_unless_skipped(tmp_path):
+    acc = _imbalanced()  # 5 videos, 4 right
+    acc.add_unreadable([20, 21], [1, -1])  # one of class 1, one of unknown label (a reference pickle)
+    r = acc.result()
+    assert (r.num_videos, r.num_evaluated, r.unreadable) == (7, 5, 2)
+    assert r.top1 == pytest.approx(4 / 7) and r.topk_correct(1) == 4
+    assert r.top5 == pytest.approx(5 / 7)
+    np.testing.assert_array_equal(r.per_class[:2], [1.0, 0.0])  # class 1: 0 of 2
+    np.testing.assert_array_equal(r.class_videos, [4, 2, 0])
+    assert r.summary_line().endswith("over 7 videos (1 view each); unreadable=2, counted as misses")
+    js = r.to_json()
+    assert (js["num_videos"], js["evaluated_videos"], js["unreadable_videos"]) == (7, 5, 2)
+    r.write_per_class_csv(tmp_path / "per_class.csv")
+    with open(tmp_path / "per_class.csv", newline="") as f:
+        assert list(csv.reader(f))[1:3] == [
+            ["0", "0", "4", "4", "1.000000", "0"],
+            ["1", "1", "2", "0", "0.000000", "1"],
+        ]
+    r.save_npz(tmp_path / "scores.npz")
+    again, _ = load_npz(tmp_path / "scores.npz")
+    assert (again.top1, again.top5, again.num_videos, again.unreadable) == (r.top1, r.top5, 7, 2)
+    skipped = acc.result(skip_unreadable=True)
+    assert (skipped.num_videos, skipped.top1, skipped.unreadable) == (5, pytest.approx(0.8), 2)
+    np.testing.assert_array_equal(skipped.class_videos, [4, 1, 0])
+    assert skipped.summary_line().endswith("; unreadable=2, left out (--skip_unreadable)")
+    skipped.save_npz(tmp_path / "skipped.npz")
+    assert load_npz(tmp_path / "skipped.npz")[0].top1 == pytest.approx(0.8)
 
 
 def test_label_conflict_is_refused_and_leaves_the_accumulator_unchanged():
@@ -183,10 +282,10 @@ def test_per_class_csv_and_npz_read_back(tmp_path):
     with open(tmp_path / "per_class.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows == [
-        ["class_index", "class_name", "videos", "correct", "accuracy"],
-        ["0", "ApplyEyeMakeup", "4", "4", "1.000000"],
-        ["1", "Band, Marching", "1", "0", "0.000000"],
-        ["2", "Zumba", "0", "0", ""],
+        ["class_index", "class_name", "videos", "correct", "accuracy", "unreadable"],
+        ["0", "ApplyEyeMakeup", "4", "4", "1.000000", "0"],
+        ["1", "Band, Marching", "1", "0", "0.000000", "0"],
+        ["2", "Zumba", "0", "0", "", "0"],
     ]
     r.save_npz(tmp_path / "scores.npz", names)
     with np.load(tmp_path / "scores.npz", allow_pickle=False) as data:

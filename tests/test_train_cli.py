@@ -109,7 +109,9 @@ def test_eval_multi_view_reports(trained, dataset, capsys):
     report = json.loads((out / "eval.json").read_text())
     assert report["num_videos"] == 6 and report["split"] == "val" and report["unreadable_videos"] == 0
     csv = (out / "per_class.csv").read_text().splitlines()
-    assert csv[0] == "class_index,class_name,videos,correct,accuracy" and csv[1].startswith("0,red,2,")
+    assert csv[0] == "class_index,class_name,videos,correct,accuracy,unreadable" and csv[1].startswith(
+        "0,red,2,"
+    )
     scores = np.load(out / "scores.npz")
     assert scores["scores"].shape == (6, 3)
     assert (out / "confusion.png").stat().st_size > 1000

@@ -139,8 +139,9 @@ def cmd_eval(args: argparse.Namespace, rest: Sequence[str]) -> int:
             crops=args.crops,
             out_dir=args.out,
             dist=dist,
+            skip_unreadable=args.skip_unreadable,
         )
-    if not dist.is_main:
+    if outputs.result is None:  # not rank 0
         return 0
     result = outputs.result
     if args.json:
@@ -234,6 +235,7 @@ def cmd_infer(args: argparse.Namespace, rest: Sequence[str]) -> int:
         workers=args.workers,
         out_dir=out,
         model_name=args.model,
+        skip_unreadable=args.skip_unreadable,
     )
     for line in report.lines:
         print(line)
@@ -284,6 +286,14 @@ def _add_trust_arg(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a .pt2 or .ts model: loading those PyTorch formats can run code the file carries, so "
         "use it only for files from a source you trust (.onnx models are always safe and need no flag)",
+    )
+
+
+def _add_skip_unreadable_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--skip_unreadable",
+        action="store_true",
+        help="leave videos that cannot be read out of the accuracies (default: each counts as a miss)",
     )
 
 
@@ -372,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_views_args(p)
     p.add_argument("--out", default=None, help="report directory (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    _add_skip_unreadable_arg(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -454,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=workers_arg(), default=2, help="data loading processes (default 2)")
     p.add_argument("--out", default=None, help="folder for acc.log, infer.json (default: the model's)")
     _add_trust_arg(p)
+    _add_skip_unreadable_arg(p)
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser(

@@ -31,12 +31,12 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from stnet.clipstore import SUFFIX as CLIP_SUFFIX
 from stnet.clipstore import ClipReader, decode_jpeg
@@ -59,6 +59,7 @@ from stnet.video import count_packets, read_frames
 __all__ = [
     "ClipSpec",
     "DataError",
+    "EvalBatch",
     "Sample",
     "ShardSampler",
     "Split",
@@ -403,6 +404,35 @@ class VideoClipDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        tensors, label, source = self._item(index)
+        if self.test_views is None:
+            return tensors[0], label
+        return torch.stack([tensors[i] for i in source]), label
+
+    def distinct_views(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+        """Item ``index`` with each distinct view once: ``(views, label, view_ids, weights)``.
+
+        ``views`` is ``(D, T, 3N, S, S)``, D ≤ K·C: temporal clips that sample the same frames (a video
+        shorter than the clips' spread) give identical views, kept once. ``view_ids`` are their positions
+        among the K·C views of ``self[index]`` (the first of each repeat), ``weights`` how many of those
+        views each stands for, so the weighted mean of per-view scores is the mean over all K·C views.
+        Without ``test_views`` it is the one clip, ``D = 1``.
+        """
+        tensors, label, source = self._item(index)
+        ids = sorted({s: j for j, s in reversed(list(enumerate(source)))}.values())
+        weights = [source.count(source[j]) for j in ids]
+        return (
+            torch.stack([tensors[source[j]] for j in ids]),
+            label,
+            torch.tensor(ids, dtype=torch.long),
+            torch.tensor(weights, dtype=torch.long),
+        )
+
+    def label_of(self, index: int) -> int:
+        """The listed label of item ``index`` without reading it (-1 for a reference pickle's)."""
+        return self.samples[index].label
+
+    def _item(self, index: int) -> tuple[list[torch.Tensor], int, list[int]]:
         self.rng = self._sample_rng(index)
         for _attempt in range(10):
             sample = self.samples[index]
@@ -428,8 +458,19 @@ class VideoClipDataset(Dataset):
             frame_indices(s.recipe, n, s.T, s.N, train=False, clip=j, num_clips=clips) for j in range(clips)
         ]
 
-    def _clip(self, sample: Sample) -> tuple[torch.Tensor, int]:
-        views, label = self._read(sample, self._chooser())
+    def _clip(self, sample: Sample) -> tuple[list[torch.Tensor], int, list[int]]:
+        """The tensors of the distinct views, the label, and for each of the K·C views (clip-major) the
+        position of its tensor: temporal clips of identical frames are read and transformed once."""
+        choose = self._chooser()
+        repeat: list[int] = []  # per temporal clip: which distinct clip it is
+
+        def distinct(num_frames: int) -> list[list[int]]:
+            clips = [tuple(view) for view in choose(num_frames)]
+            unique = list(dict.fromkeys(clips))
+            repeat[:] = [unique.index(clip) for clip in clips]
+            return [list(clip) for clip in unique]
+
+        views, label = self._read(sample, distinct)
         s = self.spec
         size = frame_size(views[0][0])
         if self.train:
@@ -452,9 +493,8 @@ class VideoClipDataset(Dataset):
             for frames in views
             for plan in plans
         ]
-        if self.test_views is None:
-            return tensors[0], label
-        return torch.stack(tensors), label
+        source = [d * len(plans) + c for d in repeat for c in range(len(plans))]
+        return tensors, label, source
 
     def _read(self, sample: Sample, choose: ViewChooser) -> tuple[list[list[Frame]], int]:
         """The frames of every temporal view (each distinct frame decoded once) and the label."""
@@ -633,9 +673,23 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.size, self.num_replicas))
 
 
+class EvalBatch(NamedTuple):
+    """A batch of evaluation: the distinct views of its readable videos, one row each, and the videos
+    that could not be read."""
+
+    views: torch.Tensor | None  # (rows, T, 3N, S, S); None when no video of the batch could be read
+    video_ids: torch.Tensor  # (rows,) dataset index of each row's video
+    view_ids: torch.Tensor  # (rows,) position of the view among its video's K·C views
+    weights: torch.Tensor  # (rows,) how many identical views the row stands for
+    labels: torch.Tensor  # (rows,)
+    unreadable: list[tuple[int, int, str]]  # (dataset index, listed label or -1, why)
+
+
 class Indexed(Dataset):
-    """Items ``(index, clip_or_views, label)`` for evaluation, which must know which video each score
-    belongs to; a video that cannot be read becomes ``(index, None, -1)`` and is counted, not fatal."""
+    """Items ``(index, views, label, view_ids, weights)`` for evaluation, which must know which video
+    and view each score belongs to; each distinct view comes once (see
+    :meth:`VideoClipDataset.distinct_views`). A video that cannot be read becomes
+    ``(index, None, listed label, None, why)``: counted by the evaluation, not fatal."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -645,21 +699,34 @@ class Indexed(Dataset):
 
     def __getitem__(self, index: int) -> tuple:
         try:
-            clip, label = self.dataset[index]
+            if isinstance(self.dataset, VideoClipDataset):
+                views, label, view_ids, weights = self.dataset.distinct_views(index)
+            else:
+                clip, label = self.dataset[index]
+                views = clip if clip.ndim == 5 else clip.unsqueeze(0)
+                view_ids, weights = torch.arange(len(views)), torch.ones(len(views), dtype=torch.long)
         except (DataError, OSError) as e:
-            warnings.warn(f"unreadable, left out of evaluation: {e}", stacklevel=2)
-            return index, None, -1
-        return index, clip, label
+            known = self.dataset.label_of(index) if isinstance(self.dataset, VideoClipDataset) else -1
+            return index, None, known, None, str(e)
+        return index, views, label, view_ids, weights
 
 
-def collate_eval(items: list[tuple]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
-    """Batch the readable items; return ``(indices, clips or None, labels, unreadable indices)``."""
+def collate_eval(items: list[tuple]) -> EvalBatch:
+    """Concatenate the items' views into one batch of rows (videos may have different view counts)."""
     good = [it for it in items if it[1] is not None]
-    bad = [it[0] for it in items if it[1] is None]
+    bad = [(int(it[0]), int(it[2]), str(it[4])) for it in items if it[1] is None]
     if not good:
-        return torch.empty(0, dtype=torch.long), None, torch.empty(0, dtype=torch.long), bad
-    index, clips, labels = default_collate(good)
-    return index, clips, labels, bad
+        empty = torch.empty(0, dtype=torch.long)
+        return EvalBatch(None, empty, empty, empty, empty, bad)
+    counts = [len(it[1]) for it in good]
+    return EvalBatch(
+        torch.cat([it[1] for it in good]),
+        torch.repeat_interleave(torch.tensor([it[0] for it in good]), torch.tensor(counts)),
+        torch.cat([it[3] for it in good]),
+        torch.cat([it[4] for it in good]),
+        torch.repeat_interleave(torch.tensor([int(it[2]) for it in good]), torch.tensor(counts)),
+        bad,
+    )
 
 
 def build_loader(

@@ -64,6 +64,15 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
+def gather_objects(obj: Any, info: DistInfo, dst: int = 0) -> list[Any] | None:
+    """Every rank's ``obj`` (picklable), in rank order, on rank ``dst`` only; None on the others."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] | None = [None] * info.world_size if info.rank == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out
+
+
 def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
     if not info.enabled:
         return list(values)

@@ -35,7 +35,14 @@ from stnet.checkpoint import (
 )
 from stnet.config import Config
 from stnet.datasets import build_loader
-from stnet.distributed import DistInfo, all_gather_objects, all_reduce_mean_, all_reduce_sum, barrier
+from stnet.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean_,
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+)
 from stnet.errors import StnetError
 from stnet.metrics import EvalResult, ScoreAccumulator
 from stnet.model import build_model, to_channels_last
@@ -303,39 +310,47 @@ def evaluate(
     dist: DistInfo,
     amp_dtype: torch.dtype | None = None,
     desc: str = "eval",
-) -> EvalResult:
-    """Scores for every video of ``loader`` (items ``(video_index, clip_or_views, label)``), softmax-averaged
-    over each video's views, gathered over all processes so every rank returns the same result."""
+    skip_unreadable: bool = False,
+) -> EvalResult | None:
+    """Scores for every video of ``loader`` (batches of :class:`~stnet.datasets.EvalBatch`, from
+    ``build_loader(..., train=False)``), softmax-averaged over each video's views.
+
+    Each process sums its videos' views as they come (one row per video); rank 0 gathers those rows and
+    returns the result, the other ranks return None. A video that cannot be read is named once on
+    stderr and counts as a miss, or is left out with ``skip_unreadable``.
+    """
     model.eval()
     acc = ScoreAccumulator()
-    unreadable: list[int] = []
+    fate = "left out (--skip_unreadable)" if skip_unreadable else "counted as a miss"
     progress = Progress(len(loader), desc, dist.is_main)
-    for index, x, y, bad in loader:
-        unreadable += bad
-        if x is None:
-            progress.update()
-            continue
-        if x.ndim == 5:  # one view per video
-            x = x.unsqueeze(1)
-        b, v = x.shape[:2]
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(x.flatten(0, 1).to(device, non_blocking=True)).float().cpu()
-        logits = logits.view(b, v, -1)
-        for view in range(v):
-            acc.add(index.tolist(), logits[:, view], y, view_ids=[view] * b)
+    for batch in loader:
+        for index, label, why in batch.unreadable:
+            print(f"unreadable video, {fate}: {why}", file=sys.stderr, flush=True)
+            acc.add_unreadable([index], [label])
+        if batch.views is not None:
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(batch.views.to(device, non_blocking=True)).float().cpu()
+            acc.add(batch.video_ids, logits, batch.labels, batch.view_ids, batch.weights)
         progress.update()
     progress.close()
-    if dist.enabled:
-        gathered = all_gather_objects((acc.state(), unreadable), dist)
-        acc = ScoreAccumulator.from_state(gathered[0][0])
-        for state, _ in gathered[1:]:
-            acc.merge(ScoreAccumulator.from_state(state))
-        unreadable = sorted(i for _, bad in gathered for i in bad)
+    acc = gather_scores(acc, dist)
+    if acc is None:
+        return None
     if acc.num_videos == 0:
-        raise TrainingError(f"none of the {len(unreadable)} videos to evaluate could be read")
-    result = acc.result(average="softmax")
-    result.unreadable = len(unreadable)
-    return result
+        raise TrainingError(f"none of the {acc.num_unreadable} videos to evaluate could be read")
+    return acc.result(skip_unreadable=skip_unreadable)
+
+
+def gather_scores(acc: ScoreAccumulator, dist: DistInfo) -> ScoreAccumulator | None:
+    """All processes' per-video scores merged on rank 0 (None on the other ranks): each sends its own
+    videos' rows, never every view's."""
+    states = gather_objects(acc.state(), dist)
+    if states is None:
+        return None
+    merged = ScoreAccumulator.from_state(states[0])
+    for state in states[1:]:
+        merged.merge(ScoreAccumulator.from_state(state))
+    return merged
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -551,15 +566,16 @@ def fit(
                 amp_dtype=amp_dtype,
                 desc=f"val {epoch + 1}",
             )
-            record.update(
-                val_top1=result.top1,
-                val_top5=result.top5,
-                val_mean_class=result.mean_class_accuracy,
-                val_videos=result.num_videos,
-            )
-            improved = result.top1 >= run.best_top1  # ties update, as the reference
-            if improved:
-                run.best_top1, run.best_epoch = result.top1, epoch + 1
+            if result is not None:  # rank 0's: it alone records, compares and saves
+                record.update(
+                    val_top1=result.top1,
+                    val_top5=result.top5,
+                    val_mean_class=result.mean_class_accuracy,
+                    val_videos=result.num_videos,
+                )
+                improved = result.top1 >= run.best_top1  # ties update, as the reference
+                if improved:
+                    run.best_top1, run.best_epoch = result.top1, epoch + 1
         run.epoch = epoch + 1
         run.history.append(record)
         if dist.is_main:

@@ -71,7 +71,7 @@ def model_for_checkpoint(
 
 @dataclass
 class EvalOutputs:
-    result: EvalResult
+    result: EvalResult | None  # None on ranks other than 0
     out_dir: Path
 
 
@@ -85,8 +85,10 @@ def run_eval(
     out_dir: str | Path | None = None,
     dist: DistInfo | None = None,
     log=print,
+    skip_unreadable: bool = False,
 ) -> EvalOutputs:
-    """Evaluate ``checkpoint`` on ``split`` with ``clips`` × ``crops`` views per video; write the reports."""
+    """Evaluate ``checkpoint`` on ``split`` with ``clips`` × ``crops`` views per video; write the reports
+    (rank 0: the other ranks' ``result`` is None). Unreadable videos are misses unless skipped."""
     from stnet.distributed import process_device
     from stnet.runtime import resolve_device
 
@@ -109,9 +111,10 @@ def run_eval(
         dist=dist,
         amp_dtype=autocast_dtype(cfg.precision, device),
         desc=f"eval {split}",
+        skip_unreadable=skip_unreadable,
     )
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval-{Path(checkpoint).stem}-{split}"
-    if dist.is_main:
+    if result is not None:
         classes = dataset.classes or ckpt_classes or [str(i) for i in range(cfg.class_num)]
         _write_reports(result, classes, out, split, checkpoint)
     return EvalOutputs(result, out)

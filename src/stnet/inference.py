@@ -113,10 +113,12 @@ class InferReport:
 
 
 def accuracy_lines(result: EvalResult) -> list[str]:
-    """The reference's ``top1_correct=N, tot=M, acc=XX.XX%`` line, and the same for top-5."""
-    tot = result.num_videos
+    """The reference's ``top1_correct=N, tot=M, acc=XX.XX%`` line, and the same for top-5; with
+    unreadable videos, ``, unreadable=K, counted as misses`` (or left out) at the end of each."""
+    bad = result.unreadable_text()
     return [
-        f"top{k}_correct={round(acc * tot)}, tot={tot}, acc={100 * acc:.2f}%"
+        f"top{k}_correct={result.topk_correct(k)}, tot={result.num_videos}, acc={100 * acc:.2f}%"
+        + (f", {bad}" if bad else "")
         for k, acc in ((1, result.top1), (5, result.top5))
     ]
 
@@ -143,6 +145,7 @@ def run_infer(
     workers: int = 2,
     out_dir: str | Path,
     model_name: str = "model",
+    skip_unreadable: bool = False,
 ) -> InferReport:
     """Run ``runner`` over every video of ``split``; write ``acc.log`` and ``infer.json`` to ``out_dir``."""
     info = runner.info
@@ -154,7 +157,15 @@ def run_infer(
     warm = np.zeros((batch_size * clips * crops, info.T, 3 * info.N, info.size, info.size), np.float32)
     runner(warm)  # the first call initialises the runtime: keep it out of the latency
     start = time.perf_counter()
-    result = evaluate(timed, loader, device=torch.device("cpu"), dist=DistInfo(), desc=f"infer {split}")
+    result = evaluate(
+        timed,
+        loader,
+        device=torch.device("cpu"),
+        dist=DistInfo(),
+        desc=f"infer {split}",
+        skip_unreadable=skip_unreadable,
+    )
+    assert result is not None  # one process: rank 0
     latency = Latency.measure(timed, time.perf_counter() - start)
     lines = [
         *accuracy_lines(result),
@@ -163,7 +174,7 @@ def run_infer(
         f"{latency.end_to_end_clips_per_s:.1f} clips/s end to end",
         f"{model_name} ({runner.backend}) on the {split} split of {dataset_path}: {result.num_videos} "
         f"videos, {clips} clip(s) x {crops} crop(s) each, batch {batch_size}"
-        + (f"; {result.unreadable} unreadable videos left out" if result.unreadable else ""),
+        + (f"; {result.unreadable_text()}" if result.unreadable else ""),
     ]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

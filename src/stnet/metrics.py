@@ -1,10 +1,11 @@
 """Evaluation metrics: top-k accuracy, video-level multi-view scoring, per-class results.
 
 Video-level evaluation sees each video through several *views* (K temporal clips × crops), possibly in
-different batches and on different ranks. :class:`ScoreAccumulator` keeps one score row per
-``(video id, view id)``, so the duplicates that ``DistributedSampler`` pads a rank's share with are
-counted once, and averages each video's views at the end (softmax probabilities by default, as TSN and
-Paddle's StNet test do). :class:`EvalResult` holds the numbers and writes the report files.
+different batches and on different ranks. :class:`ScoreAccumulator` averages each video's views as they
+arrive (a running float32 sum of softmax probabilities per video, as TSN and Paddle's StNet test
+average), counting each ``(video id, view id)`` once, so its memory is one row per video however many
+views there are. :class:`EvalResult` holds the numbers and writes the report files; listed videos that
+could not be read count as misses unless the caller skips them.
 
 Ties between classes are broken towards the lower class index everywhere (the order of ``argmax``), so
 top-1 is always the accuracy of the predictions in the confusion matrix.
@@ -17,7 +18,7 @@ import io
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,17 @@ from stnet.errors import StnetError
 from stnet.fileio import atomic_path
 
 AVERAGES = ("softmax", "logits")
-_STATE_KEYS = ("num_classes", "video_ids", "view_ids", "scores", "labels")
+_STATE_KEYS = (
+    "num_classes",
+    "average",
+    "video_ids",
+    "labels",
+    "weights",
+    "sums",
+    "view_masks",
+    "unreadable_ids",
+    "unreadable_labels",
+)
 
 
 class MetricsError(StnetError, ValueError):
@@ -102,14 +113,29 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return x / x.sum(axis=1, keepdims=True)
 
 
+def _softmax32(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32 (what the accumulator sums: float32 rows of probabilities in [0, 1])."""
+    x = logits - logits.max(axis=1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=1, keepdims=True)
+    return x
+
+
+def _empty_ids() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
 @dataclass(eq=False)
 class EvalResult:
     """Video-level results: each video's views averaged into one score row.
 
-    ``top1``/``top5``/``mean_class_accuracy`` are fractions. ``per_class`` is each class's recall (nan for
-    classes without videos); ``mean_class_accuracy`` averages it over the classes that have videos.
-    ``confusion[i, j]`` counts videos of class i predicted as j. Rows of ``scores``, ``labels``,
-    ``video_ids`` and ``num_views`` are in increasing video id.
+    ``top1``/``top5``/``mean_class_accuracy`` are fractions over ``num_videos``: every listed video,
+    the unreadable ones (``unreadable_ids``, with their labels, -1 where unknown) counted as misses, or
+    only the evaluated ones when ``skip_unreadable``. ``per_class`` is each class's recall (nan for
+    classes without videos; an unreadable video of unknown label counts in top-1/top-5 only);
+    ``mean_class_accuracy`` averages it over the classes that have videos. ``confusion[i, j]`` counts
+    evaluated videos of class i predicted as j. Rows of ``scores``, ``labels``, ``video_ids`` and
+    ``num_views`` are the evaluated videos in increasing video id.
     """
 
     num_videos: int
@@ -123,7 +149,9 @@ class EvalResult:
     video_ids: np.ndarray
     num_views: np.ndarray
     average: str = "softmax"
-    unreadable: int = 0  # videos that could not be read and so were not evaluated
+    unreadable_ids: np.ndarray = field(default_factory=_empty_ids)
+    unreadable_labels: np.ndarray = field(default_factory=_empty_ids)
+    skip_unreadable: bool = False
 
     @classmethod
     def from_scores(
@@ -133,9 +161,16 @@ class EvalResult:
         video_ids: np.ndarray | Sequence[int] | None = None,
         num_views: np.ndarray | Sequence[int] | None = None,
         average: str = "softmax",
+        *,
+        unreadable_ids: np.ndarray | Sequence[int] = (),
+        unreadable_labels: np.ndarray | Sequence[int] | None = None,
+        skip_unreadable: bool = False,
     ) -> EvalResult:
-        """Metrics of one (already averaged) score row per video, e.g. re-scored or fused saved scores."""
-        scores = np.asarray(scores, dtype=np.float64)
+        """Metrics of one (already averaged) score row per video, e.g. re-scored or fused saved scores,
+        and of the listed videos that could not be read (misses unless ``skip_unreadable``)."""
+        scores = np.asarray(scores)
+        if not np.issubdtype(scores.dtype, np.floating):
+            scores = scores.astype(np.float64)
         if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
             raise MetricsError(f"no videos to evaluate (scores of shape {scores.shape})")
         n, num_classes = scores.shape
@@ -145,18 +180,35 @@ class EvalResult:
         views = np.ones(n, dtype=np.int64) if num_views is None else _int_array(num_views, "num_views")
         if ids.shape != (n,) or views.shape != (n,):
             raise MetricsError(f"video_ids and num_views must have shape ({n},)")
+        bad_ids = _int_array(unreadable_ids, "unreadable_ids")
+        bad_labels = (
+            np.full(len(bad_ids), -1, np.int64)
+            if unreadable_labels is None
+            else _int_array(unreadable_labels, "unreadable_labels")
+        )
+        if bad_labels.shape != bad_ids.shape:
+            raise MetricsError(f"unreadable_labels must have shape {bad_ids.shape} like unreadable_ids")
+        known = bad_labels[bad_labels >= 0]
+        if known.size and known.max() >= num_classes:
+            raise MetricsError(
+                f"label {known.max()} is outside [0, {num_classes}) for {num_classes}-class scores"
+            )
         ranks = _label_ranks(scores, labels)
         pred = scores.argmax(axis=1)
         confusion = np.bincount(labels * num_classes + pred, minlength=num_classes * num_classes)
         confusion = confusion.reshape(num_classes, num_classes).astype(np.int64)
         videos = confusion.sum(axis=1)
+        counted = n
+        if not skip_unreadable:
+            videos = videos + np.bincount(known, minlength=num_classes)
+            counted += len(bad_ids)
         present = videos > 0
         per_class = np.full(num_classes, np.nan)
         per_class[present] = np.diag(confusion)[present] / videos[present]
         return cls(
-            num_videos=n,
-            top1=float((ranks < 1).mean()),
-            top5=float((ranks < min(5, num_classes)).mean()),
+            num_videos=counted,
+            top1=float((ranks < 1).sum() / counted),
+            top5=float((ranks < min(5, num_classes)).sum() / counted),
             mean_class_accuracy=float(per_class[present].mean()),
             per_class=per_class,
             confusion=confusion,
@@ -165,6 +217,9 @@ class EvalResult:
             video_ids=ids,
             num_views=views,
             average=average,
+            unreadable_ids=bad_ids,
+            unreadable_labels=bad_labels,
+            skip_unreadable=skip_unreadable,
         )
 
     @property
@@ -172,9 +227,39 @@ class EvalResult:
         return int(self.scores.shape[1])
 
     @property
+    def num_evaluated(self) -> int:
+        """Videos that were read and scored."""
+        return int(self.scores.shape[0])
+
+    @property
+    def unreadable(self) -> int:
+        """Listed videos that could not be read."""
+        return len(self.unreadable_ids)
+
+    @property
+    def class_videos(self) -> np.ndarray:
+        """Videos of each class counted in its accuracy (the unreadable ones too, unless skipped)."""
+        videos = self.confusion.sum(axis=1)
+        if self.skip_unreadable:
+            return videos
+        known = self.unreadable_labels[self.unreadable_labels >= 0]
+        return videos + np.bincount(known, minlength=self.num_classes)
+
+    @property
     def predictions(self) -> np.ndarray:
         """Predicted class of each video (argmax of its averaged scores)."""
         return self.scores.argmax(axis=1)
+
+    def topk_correct(self, k: int) -> int:
+        """Videos whose label is among their ``k`` best classes (an unreadable video never is)."""
+        return int((_label_ranks(self.scores, self.labels) < min(k, self.num_classes)).sum())
+
+    def unreadable_text(self) -> str:
+        """``unreadable=K, counted as misses`` (or left out, with the flag that did it); empty for K=0."""
+        if not self.unreadable:
+            return ""
+        how = "left out (--skip_unreadable)" if self.skip_unreadable else "counted as misses"
+        return f"unreadable={self.unreadable}, {how}"
 
     def _views_text(self) -> str:
         lo, hi = int(self.num_views.min()), int(self.num_views.max())
@@ -185,11 +270,11 @@ class EvalResult:
 
     def summary_line(self) -> str:
         """One human line: ``top1 71.23% top5 90.01% mean-class 70.50% over 1234 videos (…)``."""
+        bad = self.unreadable_text()
         return (
             f"top1 {100 * self.top1:.2f}% top5 {100 * self.top5:.2f}% "
             f"mean-class {100 * self.mean_class_accuracy:.2f}% "
-            f"over {self.num_videos} videos ({self._views_text()})"
-            + (f"; {self.unreadable} unreadable videos left out" if self.unreadable else "")
+            f"over {self.num_videos} videos ({self._views_text()})" + (f"; {bad}" if bad else "")
         )
 
     def reference_line(self, ckpt: str | os.PathLike) -> str:
@@ -200,7 +285,9 @@ class EvalResult:
         """The metrics as JSON-able values (no scores); classes without videos have accuracy ``None``."""
         return {
             "num_videos": self.num_videos,
+            "evaluated_videos": self.num_evaluated,
             "unreadable_videos": self.unreadable,
+            "skip_unreadable": self.skip_unreadable,
             "num_classes": self.num_classes,
             "top1": self.top1,
             "top5": self.top5,
@@ -223,21 +310,25 @@ class EvalResult:
         return names
 
     def write_per_class_csv(self, path: str | os.PathLike, class_names: Sequence[str] | None = None) -> None:
-        """``class_index,class_name,videos,correct,accuracy`` per class (accuracy empty without videos)."""
+        """``class_index,class_name,videos,correct,accuracy,unreadable`` per class (accuracy empty
+        without videos; ``videos`` includes the class's unreadable videos unless they were skipped)."""
         names = self._class_names(class_names)
-        videos = self.confusion.sum(axis=1)
+        videos = self.class_videos
         correct = np.diag(self.confusion)
+        known = self.unreadable_labels[self.unreadable_labels >= 0]
+        unreadable = np.bincount(known, minlength=self.num_classes)
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["class_index", "class_name", "videos", "correct", "accuracy"])
+        writer.writerow(["class_index", "class_name", "videos", "correct", "accuracy", "unreadable"])
         for i, name in enumerate(names):
             acc = "" if videos[i] == 0 else f"{correct[i] / videos[i]:.6f}"
-            writer.writerow([i, name, int(videos[i]), int(correct[i]), acc])
+            writer.writerow([i, name, int(videos[i]), int(correct[i]), acc, int(unreadable[i])])
         with atomic_path(path) as tmp:
             tmp.write_text(buf.getvalue(), encoding="utf-8")
 
     def save_npz(self, path: str | os.PathLike, class_names: Sequence[str] | None = None) -> None:
-        """Averaged scores, labels, video ids, views and class names, loadable without pickle."""
+        """Averaged scores (each video's mean probabilities), labels, video ids, views, class names and
+        the unreadable videos, loadable without pickle."""
         names = self._class_names(class_names)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez would add ".npz"
             np.savez(
@@ -248,6 +339,9 @@ class EvalResult:
                 num_views=self.num_views,
                 class_names=np.array(names, dtype=str),
                 average=np.array(self.average),
+                unreadable_ids=self.unreadable_ids,
+                unreadable_labels=self.unreadable_labels,
+                skip_unreadable=np.array(self.skip_unreadable),
             )
 
 
@@ -259,34 +353,62 @@ def load_npz(path: str | os.PathLike) -> tuple[EvalResult, list[str]]:
             raise MetricsError(f"{path}: not an stnet score file (missing {', '.join(sorted(missing))})")
         average = str(data["average"]) if "average" in data.files else "softmax"
         result = EvalResult.from_scores(
-            data["scores"], data["labels"], data["video_ids"], data["num_views"], average=average
+            data["scores"],
+            data["labels"],
+            data["video_ids"],
+            data["num_views"],
+            average=average,
+            unreadable_ids=data["unreadable_ids"] if "unreadable_ids" in data.files else (),
+            unreadable_labels=data["unreadable_labels"] if "unreadable_labels" in data.files else None,
+            skip_unreadable=bool(data["skip_unreadable"]) if "skip_unreadable" in data.files else False,
         )
         return result, [str(name) for name in data["class_names"]]
 
 
 class ScoreAccumulator:
-    """Collects per-view logits of videos and averages them per video.
+    """Averages each video's views as they arrive, in memory of one score row per *video*.
 
-    ``add`` keeps the first score it is given for each ``(video id, view id)`` and ignores repeats
-    (DistributedSampler pads ranks with duplicates). Each rank's ``state()`` is plain numpy, meant for
-    ``torch.distributed.all_gather_object``; rebuild with ``from_state`` and ``merge`` them. Scores are
-    kept as float32 logits, one row per view: ``views × videos × classes × 4`` bytes.
+    Per video it keeps a running float32 sum of its views' softmax probabilities (``average="softmax"``,
+    as TSN and Paddle's StNet test) or logits (``"logits"``), the number of views summed, the label and
+    which view ids were added: ``videos × classes × 4`` bytes however many views each video has.
+    ``add`` keeps the first score it is given for each ``(video id, view id)`` and ignores repeats; a
+    score may stand for several identical views (``weights``: see
+    :meth:`stnet.datasets.VideoClipDataset.distinct_views`). Videos that could not be read are recorded
+    with :meth:`add_unreadable`.
+
+    ``state()`` is plain numpy (and Python ints), one row per video, for
+    ``torch.distributed.gather_object``; rebuild with ``from_state`` and ``merge`` them. Two parts of one
+    video's views merge when they are disjoint (views split over processes) or one holds all the views of
+    the other (a padded duplicate, counted once); a partial overlap cannot be taken apart from sums and
+    is refused.
     """
 
-    def __init__(self, num_classes: int | None = None) -> None:
+    def __init__(self, num_classes: int | None = None, average: str = "softmax") -> None:
+        if average not in AVERAGES:
+            raise ValueError(f"average: {average!r} is not allowed; use one of {', '.join(AVERAGES)}")
         self.num_classes = num_classes
-        self._labels: dict[int, int] = {}
-        self._seen: set[tuple[int, int]] = set()
-        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.average = average
+        self._row: dict[int, int] = {}  # video id -> row
+        self._ids = np.zeros(0, np.int64)
+        self._labels = np.zeros(0, np.int64)
+        self._weights = np.zeros(0, np.int64)
+        self._sums = np.zeros((0, num_classes or 0), np.float32)
+        self._views: list[int] = []  # per row, a bit mask of the view ids added
+        self._unreadable: dict[int, int] = {}  # video id -> label (-1: unknown)
 
     @property
     def num_videos(self) -> int:
-        return len(self._labels)
+        return len(self._row)
+
+    @property
+    def num_unreadable(self) -> int:
+        """Videos recorded as unreadable (and never scored)."""
+        return sum(v not in self._row for v in self._unreadable)
 
     @property
     def num_scores(self) -> int:
-        """Number of distinct (video, view) score rows kept."""
-        return len(self._seen)
+        """Number of distinct (video, view) scores added."""
+        return sum(mask.bit_count() for mask in self._views)
 
     def add(
         self,
@@ -294,8 +416,10 @@ class ScoreAccumulator:
         scores: Tensor | np.ndarray,
         labels: Tensor | np.ndarray | Sequence[int],
         view_ids: Tensor | np.ndarray | Sequence[int] | int = 0,
+        weights: Tensor | np.ndarray | Sequence[int] | int = 1,
     ) -> None:
-        """Add one batch: ``scores`` (n, C) logits of views ``view_ids`` of videos ``video_ids``."""
+        """Add one batch: ``scores`` (n, C) logits of views ``view_ids`` of videos ``video_ids``, each
+        standing for ``weights`` identical views (default 1)."""
         logits = _to_numpy(scores).astype(np.float32)
         if logits.ndim != 2:
             raise MetricsError(f"scores must have shape (n, num_classes), got {logits.shape}")
@@ -303,54 +427,93 @@ class ScoreAccumulator:
         if self.num_classes not in (None, num_classes):
             raise MetricsError(f"scores have {num_classes} classes, earlier ones had {self.num_classes}")
         vids = _int_array(video_ids, "video_ids")
-        views = _int_array(view_ids, "view_ids")
-        if np.ndim(view_ids) == 0:  # one view id for the whole batch
-            views = np.full(n, views[0], np.int64)
-        if vids.shape != (n,) or views.shape != (n,):
-            raise MetricsError(f"video_ids and view_ids must have shape ({n},) to match the scores")
+        views = self._per_row(view_ids, n, "view_ids")
+        counts = self._per_row(weights, n, "weights")
+        if vids.shape != (n,) or views.shape != (n,) or counts.shape != (n,):
+            raise MetricsError(f"video_ids, view_ids and weights must have shape ({n},) to match the scores")
+        if n and (views.min() < 0 or counts.min() < 1):
+            raise MetricsError("view ids must be >= 0 and weights >= 1")
         labs = _int_array(labels, "labels")
         _check_labels(labs, n, num_classes)
         if not np.isfinite(logits).all():
             raise MetricsError("the scores contain NaN or inf (has training diverged?)")
-        keep = self._new_rows(vids.tolist(), views.tolist(), labs.tolist())
-        self.num_classes = num_classes
+        self._check_labels(vids.tolist(), labs.tolist())
+        self._grow(num_classes)
+        keep, rows = [], []
+        for i, (v, k, y) in enumerate(zip(vids.tolist(), views.tolist(), labs.tolist(), strict=True)):
+            row = self._row.get(v)
+            if row is None:
+                row = self._new_row(v, y)
+            if not self._views[row] >> k & 1:
+                self._views[row] |= 1 << k
+                keep.append(i)
+                rows.append(row)
         if keep:
-            self._chunks.append((vids[keep], views[keep], logits[keep], labs[keep]))
+            x = logits[keep]
+            if self.average == "softmax":
+                x = _softmax32(x)
+            w = counts[keep]
+            np.add.at(self._sums, rows, x * w[:, None].astype(np.float32))
+            np.add.at(self._weights, rows, w)
 
-    def _new_rows(self, vids: list[int], views: list[int], labels: list[int]) -> list[int]:
-        """Indices of rows not seen before; checks every label before changing anything."""
-        new_labels: dict[int, int] = {}
+    def add_unreadable(
+        self, video_ids: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray | None = None
+    ) -> None:
+        """Record listed videos that could not be read, with their labels where known (-1 otherwise)."""
+        vids = _int_array(video_ids, "video_ids").tolist()
+        labs = [-1] * len(vids) if labels is None else _int_array(labels, "labels").tolist()
+        for v, y in zip(vids, labs, strict=True):
+            self._unreadable.setdefault(v, int(y))
+
+    @staticmethod
+    def _per_row(value: Any, n: int, name: str) -> np.ndarray:
+        arr = _int_array(value, name)
+        return np.full(n, arr[0], np.int64) if np.ndim(value) == 0 else arr
+
+    def _check_labels(self, vids: list[int], labels: list[int]) -> None:
+        """Refuse a video given two labels, before anything changes."""
+        new: dict[int, int] = {}
         for v, y in zip(vids, labels, strict=True):
-            known = self._labels.get(v, new_labels.get(v))
+            row = self._row.get(v)
+            known = int(self._labels[row]) if row is not None else new.get(v)
             if known is not None and known != y:
                 raise MetricsError(f"video {v} was given label {y}, but earlier label {known}")
-            new_labels[v] = y
-        keep = []
-        for i, key in enumerate(zip(vids, views, strict=True)):
-            if key not in self._seen:
-                self._seen.add(key)
-                keep.append(i)
-        self._labels.update(new_labels)
-        return keep
+            new[v] = y
 
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        c = self.num_classes or 0
-        if not self._chunks:
-            empty = np.zeros(0, np.int64)
-            return empty, empty, np.zeros((0, c), np.float32), empty
-        if len(self._chunks) > 1:  # compact, so repeated state()/result() calls stay cheap
-            self._chunks = [tuple(np.concatenate(part) for part in zip(*self._chunks, strict=True))]  # type: ignore[list-item]
-        return self._chunks[0]
+    def _grow(self, num_classes: int) -> None:
+        """Set the class count; the first scores give the sums their columns."""
+        self.num_classes = num_classes
+        if self._sums.shape[1] != num_classes:  # first scores: the class count is known now
+            self._sums = np.zeros((len(self._ids), num_classes), np.float32)
+
+    def _new_row(self, video: int, label: int) -> int:
+        row = len(self._row)
+        if row == len(self._ids):  # double the capacity: amortised O(1) per video
+            cap = max(64, 2 * row)
+            self._ids = np.resize(self._ids, cap)
+            self._labels = np.resize(self._labels, cap)
+            self._weights = np.concatenate([self._weights, np.zeros(cap - row, np.int64)])
+            sums = np.zeros((cap, self._sums.shape[1]), np.float32)
+            sums[:row] = self._sums[:row]
+            self._sums = sums
+        self._row[video] = row
+        self._ids[row], self._labels[row] = video, label
+        self._views.append(0)
+        return row
 
     def state(self) -> dict[str, Any]:
-        """Plain numpy arrays (and ``num_classes``), one row per kept (video, view)."""
-        vids, views, logits, labels = self._arrays()
+        """Plain numpy arrays (and Python ints), one row per video added."""
+        n = self.num_videos
         return {
             "num_classes": self.num_classes,
-            "video_ids": vids,
-            "view_ids": views,
-            "scores": logits,
-            "labels": labels,
+            "average": self.average,
+            "video_ids": self._ids[:n].copy(),
+            "labels": self._labels[:n].copy(),
+            "weights": self._weights[:n].copy(),
+            "sums": self._sums[:n].copy(),
+            "view_masks": list(self._views),
+            "unreadable_ids": np.array(list(self._unreadable), np.int64),
+            "unreadable_labels": np.array(list(self._unreadable.values()), np.int64),
         }
 
     @classmethod
@@ -359,34 +522,78 @@ class ScoreAccumulator:
         missing = [key for key in _STATE_KEYS if key not in state]
         if missing:
             raise MetricsError(f"not a ScoreAccumulator state: missing {', '.join(missing)}")
-        acc = cls(state["num_classes"])
-        if len(state["video_ids"]):
-            acc.add(state["video_ids"], state["scores"], state["labels"], state["view_ids"])
+        acc = cls(state["num_classes"], state["average"])
+        n = len(state["video_ids"])
+        acc._ids = _int_array(state["video_ids"], "video_ids").copy()  # copies: merge adds in place
+        acc._labels = _int_array(state["labels"], "labels").copy()
+        acc._weights = _int_array(state["weights"], "weights").copy()
+        acc._sums = np.array(state["sums"], np.float32).reshape(n, -1)
+        acc._views = [int(mask) for mask in state["view_masks"]]
+        if not (len(acc._ids) == len(acc._labels) == len(acc._weights) == len(acc._views) == n):
+            raise MetricsError("not a ScoreAccumulator state: its arrays differ in length")
+        acc._row = {int(v): i for i, v in enumerate(acc._ids.tolist())}
+        acc.add_unreadable(state["unreadable_ids"], state["unreadable_labels"])
         return acc
 
     def merge(self, other: ScoreAccumulator) -> ScoreAccumulator:
-        """Add ``other``'s scores to this one (repeated (video, view) counted once); returns ``self``."""
+        """Add ``other``'s videos to this one (shared videos: see the class docstring); returns ``self``."""
         if other.num_classes is not None and self.num_classes not in (None, other.num_classes):
             raise MetricsError(
                 f"cannot merge {other.num_classes}-class scores into {self.num_classes}-class ones"
             )
-        vids, views, logits, labels = other._arrays()
-        if len(vids):
-            self.add(vids, logits, labels, views)
-        elif self.num_classes is None:
+        if other.average != self.average:
+            raise MetricsError(
+                f"cannot merge {other.average}-averaged scores into {self.average}-averaged ones"
+            )
+        n = other.num_videos
+        ids, labels = other._ids[:n].tolist(), other._labels[:n].tolist()
+        self._check_labels(ids, labels)
+        for i, (v, y) in enumerate(zip(ids, labels, strict=True)):
+            row = self._row.get(v)
+            theirs = other._views[i]
+            if row is not None:
+                ours = self._views[row]
+                if theirs & ~ours and ours & ~theirs and ours & theirs:
+                    raise MetricsError(
+                        f"video {v}: two parts of its views overlap without one holding the other; "
+                        "per-video sums cannot count the shared views once"
+                    )
+                if not theirs & ~ours:  # nothing new (a duplicate)
+                    continue
+            if other.num_classes is not None:
+                self._grow(other.num_classes)
+            if row is None:
+                row = self._new_row(v, y)
+            elif not ours & ~theirs:  # theirs holds all of ours: take theirs instead
+                self._sums[row] = 0
+                self._weights[row] = 0
+                self._views[row] = 0
+            self._sums[row] += other._sums[i]
+            self._weights[row] += other._weights[i]
+            self._views[row] |= theirs
+        if self.num_classes is None:
             self.num_classes = other.num_classes
+        self.add_unreadable(list(other._unreadable), list(other._unreadable.values()))
         return self
 
-    def result(self, average: str = "softmax") -> EvalResult:
-        """Video-level results: each video's views averaged as softmax probabilities or as logits."""
-        if average not in AVERAGES:
-            raise ValueError(f"average: {average!r} is not allowed; use one of {', '.join(AVERAGES)}")
-        vids, views, logits, labels = self._arrays()
-        if not len(vids):
+    def result(self, *, skip_unreadable: bool = False) -> EvalResult:
+        """Video-level results: each video's views averaged (as this accumulator's ``average`` says);
+        the unreadable videos are misses unless ``skip_unreadable`` leaves them out."""
+        n = self.num_videos
+        if not n:
             raise MetricsError("no videos were evaluated")
-        order = np.lexsort((views, vids))
-        vids, logits, labels = vids[order], logits[order], labels[order]
-        ids, starts, counts = np.unique(vids, return_index=True, return_counts=True)
-        rows = softmax(logits) if average == "softmax" else logits.astype(np.float64)
-        mean = np.add.reduceat(rows, starts, axis=0) / counts[:, None]
-        return EvalResult.from_scores(mean, labels[starts], ids, counts, average=average)
+        order = np.argsort(self._ids[:n], kind="stable")
+        mean = self._sums[:n][order]
+        weights = self._weights[:n][order]
+        mean /= weights[:, None].astype(np.float32)
+        bad = {v: y for v, y in self._unreadable.items() if v not in self._row}
+        return EvalResult.from_scores(
+            mean,
+            self._labels[:n][order],
+            self._ids[:n][order],
+            weights,
+            average=self.average,
+            unreadable_ids=np.array(sorted(bad), np.int64),
+            unreadable_labels=np.array([bad[v] for v in sorted(bad)], np.int64),
+            skip_unreadable=skip_unreadable,
+        )
