@@ -241,12 +241,12 @@ def predict(
             continue
         dataset = VideoClipDataset([Sample(video, 0)], spec, "val", test_views=eval_views(clips, crops))
         try:
-            clip, _ = dataset[0]
+            views, _, _, weights = dataset.distinct_views(0)  # identical views (short videos) run once
         except (DataError, OSError) as e:
             yield Prediction(video, error=str(e) if str(video) in str(e) else f"{video}: {e}")
             continue
-        batch = clip.numpy() if clip.ndim == 5 else clip.numpy()[None]  # views, or one clip
-        probs = softmax(runner(batch)).mean(axis=0)
+        w = weights.numpy()[:, None]
+        probs = (softmax(runner(views.numpy())) * w).sum(axis=0) / w.sum()  # the mean over all views
         best = np.argsort(-probs, kind="stable")[:k]
         yield Prediction(video, [(info.class_names[i], int(i), float(probs[i])) for i in best])
 
