@@ -73,7 +73,7 @@ def weights(tmp_path_factory):
     cfg = load_config(None, TINY)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("weights") / "stnet.pth"
-    torch.save(build_model(**cfg.model_kwargs()).state_dict(), path)
+    torch.save(build_model(cfg).state_dict(), path)
     return path
 
 
