@@ -60,7 +60,7 @@ def run(args, nproc=None):
         cmd = [sys.executable, "-m", "stnet", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
+    return done.stdout + done.stderr  # the log lines are on stderr
 
 
 def weights(out):
@@ -101,6 +101,8 @@ def runs(dataset, tmp_path_factory):
 def test_two_processes_end_identical_and_match_one_process(runs):
     base, _single, ddp = runs
     assert "× 2 processes" in ddp
+    # channels-last (the default): the gradients must have their DDP buckets' strides
+    assert "Grad strides do not match bucket view strides" not in ddp
     assert "parameters and BatchNorm statistics identical on all 2 processes" in ddp
     one, two = weights(base / "single"), weights(base / "ddp")
     assert one["step"] == two["step"] == 2
@@ -110,6 +112,35 @@ def test_two_processes_end_identical_and_match_one_process(runs):
     assert two["history"][-1]["val_videos"] == 5, "each val video counted once over both processes"
     assert two["history"][-1]["val_top1"] == one["history"][-1]["val_top1"]
     assert abs(two["history"][-1]["train_loss"] - one["history"][-1]["train_loss"]) < 1e-5
+
+
+def test_accumulation_under_ddp_equals_one_process_with_the_global_batch(runs, dataset, tmp_path):
+    """2 processes × batch 2 × 2 accumulated micro-batches make the same steps as 1 process × batch 8: a
+    micro-batch that does not end its group runs forward and backward in one ``no_sync`` context."""
+    base, _single, _ddp = runs
+    text = run(
+        [
+            "train",
+            "--dataset_path",
+            str(dataset),
+            "--output_dir",
+            str(tmp_path),
+            "--batch_size",
+            "2",
+            "--accumulate_steps",
+            "2",
+            *COMMON,
+        ],
+        nproc=2,
+    )
+    assert "parameters and BatchNorm statistics identical on all 2 processes" in text
+    assert "Grad strides do not match bucket view strides" not in text
+    one, accumulated = weights(base / "single"), weights(tmp_path)
+    assert one["step"] == accumulated["step"] == 2
+    for name, value in one["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(accumulated["model"][name], value, atol=1e-5, rtol=1e-4, msg=name)
+    assert abs(accumulated["history"][-1]["train_loss"] - one["history"][-1]["train_loss"]) < 1e-5
 
 
 def test_two_processes_resumed_equal_uninterrupted(runs, dataset):

@@ -158,7 +158,7 @@ def test_resume_auto_continues_to_more_epochs(trained, dataset, capsys):
         ]
     )
     assert code == 0
-    assert "resumed from" in capsys.readouterr().out
+    assert "resumed from" in capsys.readouterr().err  # log lines go to stderr
     records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
 

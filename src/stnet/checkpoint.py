@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from stnet.errors import OSFailure, StnetError
-from stnet.fileio import atomic_path
+from stnet.fileio import TEMP_SUFFIX, atomic_path
 
 FORMAT = "stnet-checkpoint-1"
 _PERIODIC = re.compile(r"^stnet-(\d+)\.pt$")
+CHECKPOINT_FILES = re.compile(r"last\.pt|best\.pt|stnet-\d+\.pt")  # what a training run writes
 
 
 class CheckpointError(StnetError, ValueError):
@@ -55,9 +56,31 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` (see module doc) to ``path`` atomically: temp file, fsync, rename."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    """Write ``state`` (see module doc) to ``path`` atomically: temp file, fsync, rename.
+
+    A failed write (full disk, read-only folder) is an :class:`~stnet.errors.OSFailure` naming ``path``
+    and the cause, and ``path`` keeps its previous content. torch.save is given a file object, not a
+    path: writing to a path, torch reports a full disk only as ``RuntimeError: ... unexpected pos``.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
+
+
+def remove_temp_files(folder: str | os.PathLike, targets: re.Pattern[str]) -> list[Path]:
+    """Delete the temporary files that an interrupted atomic write of a file named like ``targets``
+    left in ``folder`` (``.<name>.<random>.tmp``, see :func:`stnet.fileio.atomic_path`); nothing else
+    is touched. Only safe while holding the folder's lock (another live run's writes look the same).
+    Returns the files removed."""
+    pattern = re.compile(rf"\.(?:{targets.pattern})\.[a-z0-9_]{{8}}{re.escape(TEMP_SUFFIX)}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in folder.glob(f".*{TEMP_SUFFIX}"):
+        if pattern.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 _REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")

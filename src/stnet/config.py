@@ -119,8 +119,15 @@ class Config:
         0, "reference key: decay every this many epochs (sets lr_milestones; 0 = off)", low=0, group=TRAIN
     )
     warmup_epochs: float = _opt(0.0, "linear lr warm-up length in epochs", low=0.0, group=TRAIN)
-    scale_lr: bool = _opt(False, "scale lr linearly by global batch / base_batch_size", group=TRAIN)
-    base_batch_size: int = _opt(128, "global batch the lr was tuned for (with scale_lr)", low=1, group=TRAIN)
+    base_batch: int = _opt(
+        0,
+        "global batch (batch × processes × accumulation) the lr was tuned for; 0 = none recorded",
+        low=0,
+        group=TRAIN,
+    )
+    scale_lr: bool = _opt(
+        True, "scale lr linearly by global batch / base_batch (when base_batch is set)", group=TRAIN
+    )
     momentum: float = _opt(0.9, "SGD momentum", low=0.0, high=1.0, high_open=True, group=TRAIN)
     nesterov: bool = _opt(False, "Nesterov momentum", group=TRAIN)
     weight_decay: float = _opt(
@@ -257,7 +264,13 @@ class Config:
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
 START_KEYS = ("pre_res50", "finetune", "resume")  # where a training run takes its first weights from
 HINTS = typing.get_type_hints(Config)
-ALIASES = {"num_classes": "class_num", "seg_num": "T", "seglen": "N", "epochs": "num_epochs"}
+ALIASES = {
+    "num_classes": "class_num",
+    "seg_num": "T",
+    "seglen": "N",
+    "epochs": "num_epochs",
+    "base_batch_size": "base_batch",
+}
 
 # Keys of the MindSpore reference that configure MindSpore, Ascend, ModelArts or its own launch scripts.
 REFERENCE_ONLY = frozenset(

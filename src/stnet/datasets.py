@@ -18,6 +18,7 @@ applied only for ``Split.TRAIN``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import itertools
@@ -28,7 +29,7 @@ import random
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -518,6 +519,15 @@ class VideoClipDataset(Dataset):
             views, images = self._read_video(sample.path, choose)
         return [[images[i] for i in view] for view in views], label
 
+    def uncounted_videos(self) -> list[Path]:
+        """The raw video files among the samples whose frame count is not known yet."""
+        return [s.path for s in self.samples if s.kind == "video" and s.path not in self._video_frames]
+
+    def set_frame_counts(self, counts: Mapping[Path, int]) -> None:
+        """Remember videos' frame counts (from :func:`frame_counts`), so that reading a clip does not
+        scan the video first. Set them before the loader starts: workers get a copy of the dataset."""
+        self._video_frames.update(counts)
+
     def _read_video(self, path: Path, choose: ViewChooser) -> tuple[list[list[int]], dict[int, Frame]]:
         count = self._video_frames.get(path)
         if count is None:
@@ -531,6 +541,19 @@ class VideoClipDataset(Dataset):
             count = total  # the stream has fewer frames than packets: sample again within what decodes
             self._video_frames[path] = count
         raise DataError("the video's frame count keeps changing while decoding")
+
+
+def frame_counts(paths: Iterable[Path], on_each: Callable[[], None] | None = None) -> dict[Path, int]:
+    """The frame count (packets, see :func:`stnet.video.count_packets`) of each readable video of
+    ``paths``; an unreadable one is left out (reading its clips reports it). ``on_each`` is called
+    after each video (a progress bar)."""
+    counts = {}
+    for path in paths:
+        with contextlib.suppress(DataError, OSError):
+            counts[path] = count_packets(path)
+        if on_each is not None:
+            on_each()
+    return counts
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,25 @@ def process_device(device: torch.device, info: DistInfo) -> torch.device:
     if device.type == "cuda" and info.enabled:
         return torch.device("cuda", info.local_rank)
     return device
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """``model`` under DDP, with each gradient a view into DDP's all-reduce buckets.
+
+    A bucket takes its parameter's strides, but autograd gives the gradient of a channels-last 1×1
+    convolution weight (and of the depthwise and temporal ones) other strides in its size-1 dimensions,
+    so DDP would warn "Grad strides do not match bucket view strides" and copy those gradients every
+    step. Gradients that *are* bucket views have the bucket's strides by construction: they exist
+    before wrapping (DDP turns existing gradients into views) and are zeroed in place between steps,
+    never set to None (``optimizer.zero_grad(set_to_none=False)``), so autograd accumulates into them.
+    Call after the model's final move and layout change.
+    """
+    for p in model.parameters():
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)  # the parameter's own strides
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True
+    )
 
 
 def barrier(info: DistInfo) -> None:

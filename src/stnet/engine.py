@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,18 +25,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
 from stnet.checkpoint import (
+    CHECKPOINT_FILES,
     CheckpointDir,
     CheckpointError,
     load_checkpoint,
+    remove_temp_files,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from stnet.config import Config
-from stnet.datasets import build_loader
+from stnet.datasets import VideoClipDataset, build_loader, frame_counts
 from stnet.distributed import (
     DistInfo,
     all_gather_objects,
@@ -42,12 +47,17 @@ from stnet.distributed import (
     all_reduce_sum,
     barrier,
     gather_objects,
+    process_device,
+    wrap_ddp,
 )
 from stnet.errors import StnetError
+from stnet.fileio import atomic_write_bytes, folder_lock
 from stnet.metrics import EvalResult, ScoreAccumulator
 from stnet.model import build_model, to_channels_last
-from stnet.optim import base_lr, build_optimizer, lr_at, set_lr
-from stnet.weights import load_weights
+from stnet.optim import base_lr, build_optimizer, global_batch, lr_at, lr_line, set_lr
+from stnet.plots import plot_curves
+from stnet.runtime import resolve_device
+from stnet.weights import load_weights, read_weights
 
 
 class TrainingError(StnetError, RuntimeError):
@@ -116,7 +126,7 @@ class Progress:
             self.bar.update(1)
         elif time.monotonic() - self.last_print >= self.interval_s or self.count == self.total:
             self.last_print = time.monotonic()
-            print(f"{self.desc} [{self.count}/{self.total}] {text}", flush=True)
+            print(f"{self.desc} [{self.count}/{self.total}] {text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -142,6 +152,38 @@ class EpochStats:
         return self.clips / max(self.seconds, 1e-9)
 
 
+class Meter:
+    """An epoch's sums of loss, correct predictions, clips and data wait.
+
+    The loss and correct counts stay on the device, so adding a micro-batch costs no host-device sync;
+    :meth:`stats` reads them once, summed over the processes.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)  # sum of per-clip losses
+        self.correct = torch.zeros((), dtype=torch.float64, device=device)
+        self.clips = 0
+        self.waited = 0.0
+        self.lrs: list[float] = []
+        self.started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        n = y.shape[0]
+        self.loss += loss.detach().double() * n
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.clips += n
+
+    def stats(self, dist: DistInfo) -> EpochStats:
+        seconds = time.perf_counter() - self.started
+        local = torch.stack([self.loss, self.correct]).tolist()
+        loss, correct, clips, waited = all_reduce_sum([*local, self.clips, self.waited], dist, self.device)
+        if clips == 0:
+            raise TrainingError("the training split has fewer clips than one batch; lower --batch_size")
+        wait_share = waited / dist.world_size / max(seconds, 1e-9)
+        return EpochStats(loss / clips, correct / clips, int(clips), seconds, wait_share, self.lrs)
+
+
 def _timed(loader: Iterable) -> Iterator[tuple[float, Any]]:
     """Yield ``(seconds waited for the item, item)``."""
     it = iter(loader)
@@ -154,85 +196,101 @@ def _timed(loader: Iterable) -> Iterator[tuple[float, Any]]:
         yield time.perf_counter() - start, item
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """The autocast context for ``dtype`` on ``device`` (plain fp32 when ``dtype`` is None); reusable."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def _grad_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """DDP all-reduces gradients in the backward pass unless inside ``no_sync``: a micro-batch that does
+    not end an accumulation group runs its forward *and* backward inside one such context."""
+    if sync or not isinstance(model, DDP):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
+def _step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, clip_grad_norm: float
+) -> None:
+    """One optimizer step on the accumulated gradients, then zero them.
+
+    ``scaler`` is disabled (a pass-through) unless training in fp16. Under DDP the gradients are views
+    into its communication buckets (see :func:`stnet.distributed.wrap_ddp`), so they are zeroed in
+    place rather than set to None.
+    """
+    if clip_grad_norm > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=not isinstance(model, DDP))
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     cfg: Config,
+    run: RunState,
     *,
     epoch: int,
     lr: float,
     device: torch.device,
     dist: DistInfo,
-    scaler: torch.amp.GradScaler | None = None,
-    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler,
+    amp: contextlib.AbstractContextManager,
     on_step: Callable[[int, float, float], None] | None = None,
 ) -> EpochStats:
-    """One pass over ``loader``; the lr follows the schedule at every optimizer step."""
+    """One pass over ``loader``; the lr follows the schedule at every optimizer step.
+
+    ``amp`` is the autocast context (:func:`autocast`); ``on_step(step, loss, lr)`` is called after every
+    optimizer step with the run's step count and the step's mean loss, the one value read from the
+    device per step.
+    """
     model.train()
     if cfg.freeze_bn:  # normalise with the running statistics; the affine weights still learn
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
-    steps = len(loader) // cfg.accumulate_steps
+    accumulate = cfg.accumulate_steps
+    steps = len(loader) // accumulate  # a trailing incomplete accumulation group is dropped
     progress = Progress(steps, f"epoch {epoch + 1}/{cfg.num_epochs}", dist.is_main)
-    loss_sum = correct = clips = 0.0
-    waited = 0.0
-    lrs: list[float] = []
-    start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
+    meter = Meter(device)
+    step_loss = torch.zeros((), device=device)
+    optimizer.zero_grad(set_to_none=not isinstance(model, DDP))
     for i, (wait, (x, y)) in enumerate(_timed(loader)):
-        step_in_epoch = i // cfg.accumulate_steps
-        if step_in_epoch >= steps:
-            break  # a trailing incomplete accumulation group is dropped like an incomplete batch
-        waited += wait
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        final_micro = (i + 1) % cfg.accumulate_steps == 0
-        sync = contextlib.nullcontext() if final_micro or not dist.enabled else model.no_sync()
-        with (
-            sync,
-            torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None),
-        ):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        if not torch.isfinite(loss):
+        if i >= steps * accumulate:
+            break
+        meter.waited += wait
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        last_micro = (i + 1) % accumulate == 0
+        with _grad_sync(model, last_micro):
+            with amp:
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            scaler.scale(loss / accumulate).backward()
+        meter.add(loss, logits, y)
+        step_loss += loss.detach()
+        if not last_micro:
+            continue
+        step = i // accumulate
+        mean_loss = step_loss.item() / accumulate  # the step's one host-device sync
+        if not math.isfinite(mean_loss):
             raise TrainingError(
-                f"the loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; "
+                f"the loss became {mean_loss} at epoch {epoch + 1}, step {step + 1}; "
                 "lower --lr, or use --precision fp32"
             )
-        with sync:
-            (scaler.scale(loss / cfg.accumulate_steps) if scaler else loss / cfg.accumulate_steps).backward()
-        if final_micro:
-            current_lr = lr_at(cfg, lr, epoch, step_in_epoch, steps)
-            lrs.append(current_lr)
-            set_lr(optimizer, current_lr)
-            if scaler:
-                scaler.unscale_(optimizer)
-            if cfg.clip_grad_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if on_step is not None:
-                on_step(step_in_epoch, loss.item(), current_lr)
-        n = y.shape[0]
-        loss_sum += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
-        clips += n
-        if final_micro:
-            progress.update(loss=loss.item(), lr=optimizer.param_groups[0]["lr"])
+        current_lr = lr_at(cfg, lr, epoch, step, steps)
+        set_lr(optimizer, current_lr)
+        _step(model, optimizer, scaler, cfg.clip_grad_norm)
+        run.step += 1
+        meter.lrs.append(current_lr)
+        step_loss.zero_()
+        if on_step is not None:
+            on_step(run.step, mean_loss, current_lr)
+        progress.update(loss=mean_loss, lr=current_lr)
     progress.close()
-    seconds = time.perf_counter() - start
-    loss_sum, correct, clips, waited = all_reduce_sum([loss_sum, correct, clips, waited], dist, device)
-    if clips == 0:
-        raise TrainingError("the training split has fewer clips than one batch; lower --batch_size")
-    return EpochStats(
-        loss_sum / clips, correct / clips, int(clips), seconds, waited / dist.world_size / seconds, lrs
-    )
+    return meter.stats(dist)
 
 
 @torch.no_grad()
@@ -265,7 +323,7 @@ def recompute_bn_stats(
     used = 0
     try:
         for x, _y in itertools.islice(loader, batches):
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with autocast(device, amp_dtype):
                 net(x.to(device, non_blocking=True))
             used += 1
     finally:
@@ -287,7 +345,8 @@ def sync_bn_stats(model: nn.Module, dist: DistInfo) -> None:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """The model inside a DDP wrapper (or the model itself)."""
+    return model.module if isinstance(model, DDP) else model
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -397,16 +456,10 @@ def should_evaluate(cfg: Config, epoch: int) -> bool:
     return periodic or epoch == cfg.num_epochs
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def _load_initial_weights(model: nn.Module, cfg: Config, log: Callable[[str], None]) -> None:
     if cfg.pre_res50:
         log(load_weights(model, cfg.pre_res50).summary())
     if cfg.finetune:
-        from stnet.weights import read_weights
-
         tensors, _ = read_weights(cfg.finetune)
         fc = tensors.get("fc.weight")
         skip = fc is not None and tuple(fc.shape) != tuple(_unwrap(model).fc.weight.shape)
@@ -426,7 +479,9 @@ def _resume_path(cfg: Config, dirs: RunDirs) -> Path | None:
     return Path(cfg.resume)
 
 
-def _restore(state: dict, model: nn.Module, optimizer, scaler, cfg: Config) -> RunState:
+def _restore(
+    state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: Config
+) -> RunState:
     saved = state["config"]
     model_keys = ("depth", "class_num", "T", "N", "xception", "stem_pool")
     diff = [f"{k} {saved.get(k)} → {getattr(cfg, k)}" for k in model_keys if saved.get(k) != getattr(cfg, k)]
@@ -437,7 +492,7 @@ def _restore(state: dict, model: nn.Module, optimizer, scaler, cfg: Config) -> R
         )
     _unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    if scaler is not None and state.get("scaler"):
+    if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return RunState(
@@ -446,9 +501,78 @@ def _restore(state: dict, model: nn.Module, optimizer, scaler, cfg: Config) -> R
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    from stnet.fileio import atomic_write_bytes
-
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in history).encode())
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _silent(_message: str) -> None:
+    pass
+
+
+def check_labels(class_num: int, splits: dict[str, Dataset | None]) -> None:
+    """Refuse a split whose largest label is not a class of the model, before anything is trained
+    (otherwise the loss fails mid-epoch with "Target 7 is out of bounds")."""
+    for name, dataset in splits.items():
+        labels = [s.label for s in getattr(dataset, "samples", ())]
+        top = max(labels, default=-1)  # -1: labels that only the files hold (the reference's pickles)
+        if top < class_num:
+            continue
+        fix = "fix the labels in its list"
+        if getattr(dataset, "classes", None) is None:
+            fix += f" or set --class_num {top + 1}"
+        raise TrainingError(
+            f"the {name} split has label {top}, but the model has {class_num} classes "
+            f"(labels 0..{class_num - 1}): {fix}"
+        )
+
+
+def count_video_frames(
+    datasets: Iterable[Dataset | None], dist: DistInfo, say: Callable[[str], None]
+) -> None:
+    """Count the frames of every raw video in ``datasets`` once, before any loader starts.
+
+    Each epoch's loader starts fresh worker processes (see :func:`stnet.datasets.build_loader`), which
+    would otherwise scan every video's packets again; the processes split the videos between them and
+    share the counts.
+    """
+    sets = [d for d in datasets if isinstance(d, VideoClipDataset)]
+    paths = sorted({p for d in sets for p in d.uncounted_videos()})
+    if not paths:
+        return
+    started = time.perf_counter()
+    mine = paths[dist.rank :: dist.world_size]
+    progress = Progress(len(mine), "counting video frames", dist.is_main)
+    counts = frame_counts(mine, on_each=progress.update)
+    progress.close()
+    merged = {path: n for part in all_gather_objects(counts, dist) for path, n in part.items()}
+    for d in sets:
+        d.set_frame_counts(merged)
+    say(f"counted the frames of {len(merged)} videos in {time.perf_counter() - started:.1f} s")
+
+
+@contextlib.contextmanager
+def _run_lock(dirs: RunDirs, dist: DistInfo) -> Iterator[None]:
+    """The main process locks the output (and checkpoint) folder for the whole run, then removes the
+    temporary files an earlier killed run of this folder left; the lock guarantees they are not a live
+    run's."""
+    if not dist.is_main:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        folders = [dirs.out]
+        if dirs.out.resolve() not in (dirs.checkpoints.resolve(), *dirs.checkpoints.resolve().parents):
+            folders.append(dirs.checkpoints)
+        for folder in folders:
+            stack.enter_context(folder_lock(folder, "training run"))
+        remove_temp_files(dirs.out, _RUN_FILES)
+        remove_temp_files(dirs.checkpoints, CHECKPOINT_FILES)
+        yield
+
+
+_RUN_FILES = re.compile(r"metrics\.jsonl|config\.yaml|curves\.png")
 
 
 def fit(
@@ -458,19 +582,29 @@ def fit(
     class_names: list[str],
     *,
     dist: DistInfo | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _stderr,
 ) -> RunState:
     """Train ``cfg.num_epochs`` epochs (continuing a resumed run), evaluating and checkpointing as
-    configured. Returns the final :class:`RunState`."""
-    from stnet.distributed import process_device
-    from stnet.runtime import resolve_device
-
+    configured. Returns the final :class:`RunState`. ``log`` gets the progress lines (default: stderr)."""
     dist = dist or DistInfo()
-    device = process_device(resolve_device(cfg.device), dist)
-    say = log if dist.is_main else (lambda _msg: None)
+    say = log if dist.is_main else _silent
+    check_labels(cfg.class_num, {"train": train_set, "val": val_set})
     dirs = RunDirs.from_config(cfg)
-    seed_everything(cfg.seed, cfg.deterministic)
+    with _run_lock(dirs, dist):
+        return _train(cfg, train_set, val_set, class_names, dirs, dist, say)
 
+
+def _train(
+    cfg: Config,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    class_names: list[str],
+    dirs: RunDirs,
+    dist: DistInfo,
+    say: Callable[[str], None],
+) -> RunState:
+    device = process_device(resolve_device(cfg.device), dist)
+    seed_everything(cfg.seed, cfg.deterministic)
     model = build_model(cfg)
     _load_initial_weights(model, cfg, say)
     if dist.enabled and cfg.sync_bn:
@@ -480,16 +614,15 @@ def fit(
             )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     amp_dtype = autocast_dtype(cfg.precision, device)
+    amp = autocast(device, amp_dtype)
     model = model.to(device)
     if cfg.channels_last:
         to_channels_last(model)
-    if dist.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    if dist.enabled:  # after the layout change: DDP's buckets take the parameters' strides
+        model = wrap_ddp(model, device)
     lr = base_lr(cfg, dist.world_size)
     optimizer = build_optimizer(model, cfg, lr)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     run = RunState()
     resume = _resume_path(cfg, dirs)
@@ -503,7 +636,7 @@ def fit(
     writer = None
     if dist.is_main:
         dirs.out.mkdir(parents=True, exist_ok=True)
-        (dirs.out / "config.yaml").write_text(cfg.to_yaml())
+        atomic_write_bytes(dirs.out / "config.yaml", cfg.to_yaml().encode())
         _write_history(dirs.metrics, run.history)
         writer = _tensorboard(dirs.tensorboard)
     ckpts = CheckpointDir(dirs.checkpoints, cfg.keep_checkpoint_max)
@@ -511,29 +644,30 @@ def fit(
         f"training StNet-R{cfg.depth} on {len(train_set)} clips ({len(class_names)} classes) on {device}"  # type: ignore[arg-type]
         f"{f' × {dist.world_size} processes' if dist.enabled else ''}, precision "
         f"{str(amp_dtype).removeprefix('torch.') if amp_dtype else 'fp32'}, "
-        f"{len(train_set) // (cfg.batch_size * dist.world_size)} steps/epoch, lr {lr:g}"  # type: ignore[arg-type]
+        f"{len(train_set) // global_batch(cfg, dist.world_size)} steps/epoch"  # type: ignore[arg-type]
     )
+    say(lr_line(cfg, dist.world_size))
+    count_video_frames([train_set, val_set], dist, say)
+
+    def on_step(step: int, loss: float, current_lr: float) -> None:
+        if writer is not None:
+            writer.add_scalar("train/loss_step", loss, step)
+            writer.add_scalar("train/lr", current_lr, step)
+
     started = time.perf_counter()
     for epoch in range(run.epoch, cfg.num_epochs):
-        loader = build_loader(train_set, cfg, dist, device, train=True, epoch=epoch)
-
-        def on_step(_i: int, loss: float, current_lr: float) -> None:
-            run.step += 1
-            if writer is not None:
-                writer.add_scalar("train/loss_step", loss, run.step)
-                writer.add_scalar("train/lr", current_lr, run.step)
-
         stats = train_one_epoch(
             model,
-            loader,
+            build_loader(train_set, cfg, dist, device, train=True, epoch=epoch),
             optimizer,
             cfg,
+            run,
             epoch=epoch,
             lr=lr,
             device=device,
             dist=dist,
             scaler=scaler,
-            amp_dtype=amp_dtype,
+            amp=amp,
             on_step=on_step,
         )
         record: dict[str, Any] = {
@@ -549,33 +683,11 @@ def fit(
         improved = False
         sync_bn_stats(model, dist)  # what is evaluated and saved: the processes' average
         if val_set is not None and should_evaluate(cfg, epoch + 1):
-            if cfg.precise_bn:
-                record["precise_bn_batches"] = recompute_bn_stats(
-                    model,
-                    build_loader(train_set, cfg, dist, device, train=True, epoch=epoch),
-                    cfg.precise_bn,
-                    device=device,
-                    dist=dist,
-                    amp_dtype=amp_dtype,
-                )
-            result = evaluate(
-                model,
-                build_loader(val_set, cfg, dist, device, train=False),
-                device=device,
-                dist=dist,
-                amp_dtype=amp_dtype,
-                desc=f"val {epoch + 1}",
-            )
-            if result is not None:  # rank 0's: it alone records, compares and saves
-                record.update(
-                    val_top1=result.top1,
-                    val_top5=result.top5,
-                    val_mean_class=result.mean_class_accuracy,
-                    val_videos=result.num_videos,
-                )
-                improved = result.top1 >= run.best_top1  # ties update, as the reference
+            record.update(_validate(model, cfg, train_set, val_set, epoch, device, dist, amp_dtype))
+            if "val_top1" in record:  # rank 0's: it alone records, compares and saves
+                improved = record["val_top1"] >= run.best_top1  # ties update, as the reference
                 if improved:
-                    run.best_top1, run.best_epoch = result.top1, epoch + 1
+                    run.best_top1, run.best_epoch = record["val_top1"], epoch + 1
         run.epoch = epoch + 1
         run.history.append(record)
         if dist.is_main:
@@ -588,6 +700,47 @@ def fit(
     if dist.is_main:
         _finish(dirs, run, writer, time.perf_counter() - started, say)
     return run
+
+
+def _validate(
+    model: nn.Module,
+    cfg: Config,
+    train_set: Dataset,
+    val_set: Dataset,
+    epoch: int,
+    device: torch.device,
+    dist: DistInfo,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, Any]:
+    """Evaluate on the val split (after precise BN, if configured): the record's val_* entries (on rank 0;
+    the other ranks get only precise BN's count)."""
+    record: dict[str, Any] = {}
+    if cfg.precise_bn:
+        record["precise_bn_batches"] = recompute_bn_stats(
+            model,
+            build_loader(train_set, cfg, dist, device, train=True, epoch=epoch),
+            cfg.precise_bn,
+            device=device,
+            dist=dist,
+            amp_dtype=amp_dtype,
+        )
+    result = evaluate(
+        model,
+        build_loader(val_set, cfg, dist, device, train=False),
+        device=device,
+        dist=dist,
+        amp_dtype=amp_dtype,
+        desc=f"val {epoch + 1}",
+    )
+    if result is None:  # not rank 0: the result is gathered there
+        return record
+    record.update(
+        val_top1=result.top1,
+        val_top5=result.top5,
+        val_mean_class=result.mean_class_accuracy,
+        val_videos=result.num_videos,
+    )
+    return record
 
 
 def _check_replicas(
@@ -663,8 +816,6 @@ def _log_epoch(writer, record: dict, say: Callable[[str], None]) -> None:
 
 
 def _finish(dirs: RunDirs, run: RunState, writer, seconds: float, say: Callable[[str], None]) -> None:
-    from stnet.plots import plot_curves
-
     if writer is not None:
         writer.close()
     plot_curves(run.history, dirs.out / "curves.png")

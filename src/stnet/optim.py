@@ -29,11 +29,32 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def global_batch(cfg: Config, world_size: int = 1) -> int:
+    """Clips per optimizer step over all processes: batch × accumulation steps × processes."""
+    return cfg.batch_size * cfg.accumulate_steps * world_size
+
+
 def base_lr(cfg: Config, world_size: int = 1) -> float:
-    """The configured lr, linearly scaled by global batch / ``base_batch_size`` when ``scale_lr`` is on."""
-    if not cfg.scale_lr:
+    """The lr of this run: ``lr`` × global batch / ``base_batch`` when the config records the global
+    batch its lr was tuned for (``base_batch``) and ``scale_lr`` is on; else ``lr`` as given."""
+    if not (cfg.scale_lr and cfg.base_batch):
         return cfg.lr
-    return cfg.lr * cfg.batch_size * cfg.accumulate_steps * world_size / cfg.base_batch_size
+    return cfg.lr * global_batch(cfg, world_size) / cfg.base_batch
+
+
+def lr_line(cfg: Config, world_size: int = 1) -> str:
+    """How the run's lr came about, for the start-up log: ``lr 0.01 × (16 / 128) = 0.00125 for global
+    batch 16``."""
+    batch = global_batch(cfg, world_size)
+    if cfg.scale_lr and cfg.base_batch:
+        scaled = base_lr(cfg, world_size)
+        return f"lr {cfg.lr:g} × ({batch} / {cfg.base_batch}) = {scaled:g} for global batch {batch}"
+    if cfg.base_batch:
+        return (
+            f"lr {cfg.lr:g} as given (scale_lr false) for global batch {batch}; "
+            f"the recipe's lr is for global batch {cfg.base_batch}"
+        )
+    return f"lr {cfg.lr:g} for global batch {batch}"
 
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.SGD:
