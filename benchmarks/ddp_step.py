@@ -8,7 +8,8 @@ did before: autograd's gradients of channels-last 1×1 (and depthwise/temporal) 
 strides than their parameters, so DDP warns "Grad strides do not match bucket view strides" and copies
 them into its buckets every step. ``stnet.distributed.wrap_ddp`` makes every gradient a bucket view
 (zeroed in place). Each variant runs in its own torchrun launch (the warning is printed once per
-process). Prints the median step time per variant and whether the warning appeared.
+process), alternating over ``--rounds`` launches. Prints each launch's median step time and whether the
+warning appeared.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2, help="clips per process")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="launches per variant, alternating")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # set for the workers
     args = parser.parse_args()
     if args.variant:
@@ -73,14 +75,29 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     shape = f"T={args.T} N={args.N} {args.size} px, batch {args.batch} × 2 processes (gloo)"
     print(f"StNet-R{args.depth}, {shape}")
-    print("| DDP wrapping | median step (ms) | stride warning |\n|---|---|---|")
+    print("| DDP wrapping | median step (ms), per launch | stride warning |\n|---|---|---|")
+    results: dict[str, list[str]] = {v: [] for v in VARIANTS}
+    warned: dict[str, bool] = dict.fromkeys(VARIANTS, False)
+    for _ in range(args.rounds):  # alternating, so that a shared machine's load hits both alike
+        for variant in VARIANTS:
+            cmd = [
+                torchrun,
+                "--standalone",
+                "--nproc_per_node=2",
+                __file__,
+                *sys.argv[1:],
+                "--variant",
+                variant,
+            ]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                sys.exit(done.stdout[-2000:] + done.stderr[-2000:])
+            results[variant] += [
+                line.split()[1] for line in done.stdout.splitlines() if line.startswith("RESULT")
+            ]
+            warned[variant] |= WARNING in done.stderr
     for variant in VARIANTS:
-        cmd = [torchrun, "--standalone", "--nproc_per_node=2", __file__, *sys.argv[1:], "--variant", variant]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            sys.exit(done.stdout[-2000:] + done.stderr[-2000:])
-        ms = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("RESULT"))
-        print(f"| {variant} | {ms} | {'yes' if WARNING in done.stderr else 'no'} |", flush=True)
+        print(f"| {variant} | {', '.join(results[variant])} | {'yes' if warned[variant] else 'no'} |")
 
 
 if __name__ == "__main__":

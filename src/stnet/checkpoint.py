@@ -59,11 +59,17 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` (see module doc) to ``path`` atomically: temp file, fsync, rename.
 
     A failed write (full disk, read-only folder) is an :class:`~stnet.errors.OSFailure` naming ``path``
-    and the cause, and ``path`` keeps its previous content. torch.save is given a file object, not a
-    path: writing to a path, torch reports a full disk only as ``RuntimeError: ... unexpected pos``.
+    and the cause, and ``path`` keeps its previous content. torch.save reports a failed write as
+    ``RuntimeError: ... unexpected pos``; given a file object (not a path) it at least keeps the
+    file's ``OSError`` as the context, which is raised instead.
     """
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
+        try:
+            torch.save({"format": FORMAT, **state}, f)
+        except RuntimeError as e:
+            if not isinstance(e.__context__, OSError):
+                raise
+            raise e.__context__ from None
 
 
 def remove_temp_files(folder: str | os.PathLike, targets: re.Pattern[str]) -> list[Path]:
