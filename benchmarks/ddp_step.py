@@ -33,12 +33,12 @@ def worker(args: argparse.Namespace) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from stnet.distributed import wrap_ddp
-    from stnet.model import build_model, to_channels_last
+    from stnet.model import StNet, to_channels_last
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     torch.manual_seed(0)
-    model = to_channels_last(build_model(num_classes=101, T=args.T, N=args.N, depth=args.depth))
+    model = to_channels_last(StNet(num_classes=101, T=args.T, N=args.N, depth=args.depth))
     plain = args.variant == "plain"
     ddp = DistributedDataParallel(model) if plain else wrap_ddp(model, torch.device("cpu"))
     optimizer = torch.optim.SGD(ddp.parameters(), lr=1e-3, momentum=0.9)

@@ -12,6 +12,7 @@ from stnet.checkpoint import CheckpointDir, load_checkpoint
 from stnet.config import ConfigError, load_config
 from stnet.distributed import DistInfo
 from stnet.engine import fit, recompute_bn_stats, should_evaluate
+from stnet.errors import OSFailure
 from stnet.model import StNet
 from stnet.optim import lr_at, parameter_groups
 
@@ -192,12 +193,11 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
     ckpt_module.save_checkpoint(path, {"epoch": 1, "model": {"w": torch.ones(3)}})
 
     def crash(obj, f):
-        with open(f, "wb") as fh:
-            fh.write(b"PK\x03\x04half a checkpoint")
+        f.write(b"PK\x03\x04half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt_module.torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OSFailure, match=f"^disk full writing {path}$"):  # the user's path, not the temp file
         ckpt_module.save_checkpoint(path, {"epoch": 2, "model": {"w": torch.zeros(3)}})
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"], "no temporary file is left behind"
