@@ -107,6 +107,8 @@ def cmd_check(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
 
 def cmd_train(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    import dataclasses
+
     from stnet.datasets import build_dataset, with_frame_colors
     from stnet.distributed import distributed_run
     from stnet.engine import fit
@@ -115,6 +117,8 @@ def cmd_train(args: argparse.Namespace, rest: Sequence[str]) -> int:
     cfg = _config_from(args, rest)
     train_set = build_dataset(cfg, "train")
     cfg = with_frame_colors(cfg, train_set)  # recorded in the checkpoints
+    if train_set.spec.fixed_aspect != cfg.fixed_aspect:  # the store's frames were prepared 4:3
+        cfg = dataclasses.replace(cfg, fixed_aspect=train_set.spec.fixed_aspect)
     val_set = build_dataset(cfg, "val") if cfg.run_eval else None
     with distributed_run(resolve_device(cfg.device)) as dist:
         classes = train_set.classes or [str(i) for i in range(cfg.class_num)]
@@ -149,6 +153,10 @@ def cmd_eval(args: argparse.Namespace, rest: Sequence[str]) -> int:
     else:
         print(result.summary_line())
         print(result.reference_line(args.checkpoint))
+    if outputs.report_error:
+        print(f"stnet: error: the reports were not written: {outputs.report_error}", file=sys.stderr)
+        return 1
+    if not args.json:
         print(f"reports in {outputs.out_dir}: per_class.csv, confusion.png, scores.npz, eval.json")
     return 0
 
@@ -216,6 +224,7 @@ def _export(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
 
 def cmd_infer(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    import json
     from pathlib import Path
 
     from stnet.export import load_exported
@@ -237,9 +246,16 @@ def cmd_infer(args: argparse.Namespace, rest: Sequence[str]) -> int:
         model_name=args.model,
         skip_unreadable=args.skip_unreadable,
     )
-    for line in report.lines:
-        print(line)
-    print(f"written to {report.out_dir / 'acc.log'} and infer.json")
+    if args.json:
+        print(json.dumps(report.summary))
+    else:
+        for line in report.lines:
+            print(line)
+    if report.report_error:
+        print(f"stnet: error: the reports were not written: {report.report_error}", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(f"written to {report.out_dir / 'acc.log'} and infer.json")
     return 0
 
 
@@ -258,10 +274,13 @@ def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
         trust_model=args.trust_model,
     )
     failed = 0
-    for pred in predict(runner, args.videos, topk=args.topk, clips=args.clips, crops=args.crops):
+    views = {"topk": args.topk, "clips": args.clips, "crops": args.crops}
+    for pred in predict(runner, args.videos, **views, strict=args.strict):
         if pred.error is not None:
             failed += 1
             print(f"stnet: error: {pred.error}", file=sys.stderr)
+        elif pred.warning is not None:
+            print(f"stnet: warning: {pred.warning}", file=sys.stderr)
         if args.json:
             print(json.dumps(pred.to_json()), flush=True)
         elif pred.error is None:
@@ -466,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for acc.log, infer.json (default: the model's)")
     _add_trust_arg(p)
     _add_skip_unreadable_arg(p)
+    p.add_argument("--json", action="store_true", help="print infer.json's numbers as one JSON object")
     p.set_defaults(func=cmd_infer)
 
     p = sub.add_parser(
@@ -489,6 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per video (JSON Lines)")
     _add_trust_arg(p)
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a video that decodes fewer frames than it announces (truncated) is an error, not a warning",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -507,10 +532,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_config_flags(command: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split a command's arguments into its own (options, with their values, and positionals) and the
+    ``--key value`` config flags it does not know, so both may come in any order: in
+    ``predict VIDEO --checkpoint C --T 8 OTHER``, 8 is T's value and OTHER a video."""
+    known = {s: a for a in command._actions for s in a.option_strings}
+    own: list[str] = []
+    config: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, _ = arg.partition("=")
+        takes_value = False
+        if arg == "--":
+            own += argv[i:]
+            break
+        if arg.startswith("--") and name not in known:
+            target = config
+            takes_value = True
+        else:
+            target = own
+            action = known.get(name)
+            takes_value = action is not None and action.nargs not in (0, "?", "*")
+        target.append(arg)
+        if takes_value and not eq and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            target.append(argv[i + 1])
+            i += 1
+        i += 1
+    return own, config
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The command's arguments and its config flags (``--key value``, for the config)."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    command = commands.get(argv[0]) if argv else None
+    nested = command is not None and any(isinstance(a, argparse._SubParsersAction) for a in command._actions)
+    if command is None or nested:  # `prepare DATASET ...` parses its own sub-commands
+        return parser.parse_known_args(argv)
+    own, config = split_config_flags(command, argv[1:])
+    return command.parse_intermixed_args(own, argparse.Namespace(command=argv[0])), config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args, rest = parser.parse_known_args(argv)
+        args, rest = _parse(parser, list(sys.argv[1:] if argv is None else argv))
         if args.command is None:
             parser.print_help()
             return 0

@@ -52,6 +52,13 @@ def _opt(
 
 MODEL, DATA, TRAIN, CKPT, RUN = "model", "data", "training", "checkpoints and evaluation", "runtime"
 
+# The settings that decide the shapes of a model's weights: a checkpoint brings its own, and they
+# cannot change without retraining.
+WEIGHT_KEYS = ("depth", "class_num", "N", "xception", "stem_pool")
+# Every setting :func:`stnet.build_model` takes (``class_num`` as ``num_classes``): the weight keys,
+# plus T (the segments a clip is cut into; the weights do not depend on it) and the classifier's dropout.
+MODEL_KEYS = (*WEIGHT_KEYS, "T", "dropout")
+
 
 @dataclass
 class Config:
@@ -86,6 +93,12 @@ class Config:
     image_mean: list[float] = _opt([0.485, 0.456, 0.406], "RGB mean used to normalise", group=DATA)
     image_std: list[float] = _opt(
         [0.229, 0.224, 0.225], "RGB std used to normalise", low=0.0, low_open=True, group=DATA
+    )
+    fixed_aspect: bool = _opt(
+        False,
+        "resize frames to a fixed 4:3 (the reference's group_scale) instead of keeping their aspect; "
+        "a prepared dataset's own setting (prepare --fixed-aspect) is used when it records one",
+        group=DATA,
     )
     flip: bool = _opt(
         True,
@@ -200,6 +213,8 @@ class Config:
             _check_value(f, getattr(self, f.name))
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ConfigError("image_mean and image_std need exactly 3 values (R, G, B)")
+        _check_unit_scale("image_mean", self.image_mean)
+        _check_unit_scale("image_std", self.image_std)
         if self.target_size > self.short_size:
             raise ConfigError(
                 f"target_size {self.target_size} is larger than short_size {self.short_size}: "
@@ -243,15 +258,9 @@ class Config:
 
     def model_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :class:`stnet.StNet` for this config (see :func:`stnet.build_model`)."""
-        return {
-            "num_classes": self.class_num,
-            "T": self.T,
-            "N": self.N,
-            "depth": self.depth,
-            "xception": self.xception,
-            "stem_pool": self.stem_pool,
-            "dropout": self.dropout,
-        }
+        kwargs = {k: getattr(self, k) for k in MODEL_KEYS}
+        kwargs["num_classes"] = kwargs.pop("class_num")
+        return kwargs
 
     @property
     def milestones(self) -> list[int]:
@@ -316,6 +325,16 @@ def _describe(name: str) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
         hint, "a comma-separated list of " + ("integers" if typing.get_args(hint) == (int,) else "numbers")
     )
+
+
+def _check_unit_scale(name: str, values: list[float]) -> None:
+    """Normalisation acts on pixels scaled to 0-1: a value above 1 is on the 0-255 scale."""
+    if any(v > 1 for v in values):
+        scaled = ",".join(f"{v / 255:.4g}" for v in values)
+        raise ConfigError(
+            f"{name}: {','.join(f'{v:g}' for v in values)} is on the 0-255 pixel scale; values are on "
+            f"the 0-1 scale (pixel / 255): use --{name} {scaled}"
+        )
 
 
 def _check_value(f: dataclasses.Field, value: Any) -> None:

@@ -12,8 +12,8 @@ A sample is a video in one of four forms, recognised by its path:
 
 Each item is ``(clip, label)`` with ``clip`` float32 ``(T, 3N, S, S)`` (channel 3k+c = colour c of
 frame k of the segment) or, with ``test_views=(K, C)``, ``(K·C, T, 3N, S, S)``: K temporal clips × C
-spatial crops, clip-major, for score averaging. The split is a :class:`Split`; train augmentation is
-applied only for ``Split.TRAIN``.
+spatial crops, clip-major, for score averaging. The split is a :class:`Split` and chooses the list;
+train augmentation is applied to the train split unless ``augment=False`` (evaluation of any split).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ __all__ = [
 
 
 class Split(enum.Enum):
-    """Which part of a dataset: decides the list file and whether train augmentation is applied."""
+    """Which part of a dataset: decides the list file (and, by default, whether to augment)."""
 
     TRAIN = "train"
     VAL = "val"
@@ -117,8 +117,11 @@ class ClipSpec:
             raise ValueError(f"unknown dataset recipe {self.recipe!r}; use one of {', '.join(RECIPES)}")
 
     @classmethod
-    def from_config(cls, cfg: Any, *, fixed_aspect: bool = False) -> ClipSpec:
-        """The spec of a :class:`stnet.config.Config` (``dataset_type``, T, N, sizes, mean/std)."""
+    def from_config(cls, cfg: Any, *, fixed_aspect: bool | None = None) -> ClipSpec:
+        """The spec of a :class:`stnet.config.Config` (``dataset_type``, T, N, sizes, mean/std, resize
+        mode: ``fixed_aspect`` if given, else the config's)."""
+        if fixed_aspect is None:
+            fixed_aspect = getattr(cfg, "fixed_aspect", False)
         return cls(
             cfg.dataset_type,
             cfg.T,
@@ -342,9 +345,10 @@ def eval_views(clips: int, crops: int) -> tuple[int, int] | None:
 class VideoClipDataset(Dataset):
     """StNet clips from a list of samples (any mix of clip files, pickles, frame folders and videos).
 
-    ``test_views=(K, C)`` (val only) returns K temporal × C spatial views per video, C in (1, 3, 10).
-    In train a video that cannot be read is replaced by another (with a warning, once per video); in
-    val it raises DataError.
+    ``augment`` (default: for the train split) draws random offsets, crops and flips; without it every
+    item is the deterministic eval view. ``test_views=(K, C)`` (evaluation only) returns K temporal × C
+    spatial views per video, C in (1, 3, 10). When augmenting, a video that cannot be read is replaced
+    by another (with a warning, once per video); in evaluation it raises DataError.
     """
 
     def __init__(
@@ -357,13 +361,15 @@ class VideoClipDataset(Dataset):
         classes: Sequence[str] | None = None,
         seed: int = 0,
         frame_colors: str = "rgb",
+        augment: bool | None = None,
     ) -> None:
         self.samples = list(samples)
         self.spec = spec
         self.split = Split.coerce(split)
+        self.augment = self.split is Split.TRAIN if augment is None else augment
         if test_views is not None:
-            if self.split is not Split.VAL:
-                raise ValueError("test_views are for the val split only")
+            if self.augment:
+                raise ValueError("test_views are for evaluation (augment=False) only")
             clips, crops = test_views
             if clips < 1 or crops not in CROP_COUNTS:
                 raise ValueError(f"test_views must be (clips >= 1, crops in {CROP_COUNTS}), got {test_views}")
@@ -393,7 +399,13 @@ class VideoClipDataset(Dataset):
 
     @property
     def train(self) -> bool:
-        return self.split is Split.TRAIN
+        """Whether items are augmented training clips (else deterministic eval views)."""
+        return self.augment
+
+    def frame_count(self, path: Path) -> int | None:
+        """The frame count a decoded video's clips were sampled from (None before it was read): fewer
+        than the file announces when decoding stopped early."""
+        return self._video_frames.get(path)
 
     @property
     def num_classes(self) -> int:
@@ -614,14 +626,19 @@ def build_dataset(
     *,
     root: str | os.PathLike | None = None,
     test_views: tuple[int, int] | None = None,
-    fixed_aspect: bool = False,
     seed: int | None = None,
+    augment: bool | None = None,
+    model_source: str | None = None,
 ) -> VideoClipDataset:
     """The dataset of ``split`` under ``root`` (default ``cfg.dataset_path``), in any supported layout.
 
     T, N, sizes, mean/std and the recipe (``cfg.dataset_type``) come from ``cfg``, and so does the colour
     order of frame folders (``cfg.frame_colors``, resolved by :func:`resolve_frame_colors`, printed to
-    stderr and kept as the dataset's ``frame_colors``). Labels must be below ``cfg.class_num``.
+    stderr and kept as the dataset's ``frame_colors``). The resize is the fixed 4:3 one when
+    ``cfg.fixed_aspect`` is set or the store was prepared with ``--fixed-aspect``. ``augment`` defaults
+    to True for the train split (False: the eval views, for evaluating any split). Labels must be below
+    ``cfg.class_num``; ``model_source`` names where that number comes from when it is not the user's
+    setting (e.g. a checkpoint).
     """
     split = Split.coerce(split)
     if root is None:
@@ -645,6 +662,11 @@ def build_dataset(
         raise DataError(f"the {split.value} split of {root} is empty")
     found = len(classes) if classes is not None else max(s.label for s in samples) + 1
     if found > cfg.class_num or (classes is not None and found != cfg.class_num):
+        if model_source:
+            raise DataError(
+                f"{root} has {found} classes, the model of {model_source} has {cfg.class_num} "
+                "(its weights fix the number): evaluate it on a dataset with its classes"
+            )
         raise DataError(f"{root} has {found} classes, class_num is {cfg.class_num}: set --class_num {found}")
     colors = resolve_frame_colors(cfg.frame_colors, samples)
     if colors is not None and os.environ.get("RANK", "0") == "0":
@@ -652,6 +674,7 @@ def build_dataset(
             f"stnet: {split.value} frame folders of {root}: colours {colors[0]} ({colors[1]})",
             file=sys.stderr,
         )
+    fixed_aspect = bool(getattr(cfg, "fixed_aspect", False)) or store_fixed_aspect(root)
     return VideoClipDataset(
         samples,
         ClipSpec.from_config(cfg, fixed_aspect=fixed_aspect),
@@ -660,7 +683,37 @@ def build_dataset(
         classes=classes,
         seed=cfg.seed if seed is None else seed,
         frame_colors=colors[0] if colors is not None else "rgb",
+        augment=augment,
     )
+
+
+def store_fixed_aspect(root: str | os.PathLike) -> bool:
+    """Whether ``stnet prepare`` wrote the store at ``root`` with ``--fixed-aspect`` (its report's
+    settings): its frames are 4:3 whatever the source's shape, so the model's recipe is that resize."""
+    from stnet.prepare import REPORT
+
+    report = Path(root) / REPORT
+    if not report.is_file():
+        return False
+    try:
+        settings = json.loads(report.read_text(encoding="utf-8-sig")).get("settings", {})
+    except (ValueError, AttributeError):
+        return False  # prepare refuses to reuse such a folder; here it only means nothing is recorded
+    return bool(settings.get("fixed_aspect", False)) if isinstance(settings, dict) else False
+
+
+def class_mismatch(data: Sequence[str], model: Sequence[str], shown: int = 3) -> str | None:
+    """None when the dataset's and the model's class names agree, else one line showing both orders
+    at the first ``shown`` differing positions (a different order scrambles every label). A model
+    trained without class names (``0, 1, ...``) agrees with any dataset of as many classes."""
+    if list(data) == list(model) or list(model) == [str(i) for i in range(len(data))]:
+        return None
+    if len(data) != len(model):
+        return f"the dataset has {len(data)} classes, the model {len(model)}"
+    differ = [i for i, (a, b) in enumerate(zip(data, model, strict=True)) if a != b]
+    pairs = "; ".join(f"{i}: dataset {data[i]!r}, model {model[i]!r}" for i in differ[:shown])
+    more = f" (and {len(differ) - shown} more)" if len(differ) > shown else ""
+    return f"the dataset's classes differ from the model's at {len(differ)} positions ({pairs}{more})"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from stnet.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from stnet.config import Config
+from stnet.config import MODEL_KEYS, Config
 from stnet.datasets import VideoClipDataset, build_loader, frame_counts
 from stnet.distributed import (
     DistInfo,
@@ -483,8 +483,7 @@ def _restore(
     state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: Config
 ) -> RunState:
     saved = state["config"]
-    model_keys = ("depth", "class_num", "T", "N", "xception", "stem_pool")
-    diff = [f"{k} {saved.get(k)} → {getattr(cfg, k)}" for k in model_keys if saved.get(k) != getattr(cfg, k)]
+    diff = [f"{k} {saved.get(k)} → {getattr(cfg, k)}" for k in MODEL_KEYS if saved.get(k) != getattr(cfg, k)]
     if diff:
         raise CheckpointError(
             "the checkpoint was trained with another model (" + ", ".join(diff) + "); "

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from stnet import __version__
-from stnet.config import Config
+from stnet.config import WEIGHT_KEYS, Config
 from stnet.errors import OSFailure, StnetError
 from stnet.fileio import atomic_write_bytes, lock_file, refuse_overwriting_inputs
 
@@ -64,6 +64,9 @@ class ExportError(StnetError, RuntimeError):
     """An export that could not be made, or whose output does not match the PyTorch model."""
 
 
+_INFO_WEIGHT_KEYS = tuple(k for k in WEIGHT_KEYS if k != "class_num")  # ModelInfo has the class names
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a deployed model needs besides its weights: how to turn a video into its input, and the
@@ -81,6 +84,7 @@ class ModelInfo:
     xception: str = "depthwise"
     stem_pool: str = "symmetric"
     flip: bool = True  # trained with mirrored clips: False means direction matters (no mirrored test crops)
+    fixed_aspect: bool = False  # frames resized to a fixed 4:3 (prepare --fixed-aspect), not keeping aspect
     dynamic_T: bool = True
     precision: str = "fp32"  # "int8": ONNX with int8 weights and activations (quantize_int8)
     stnet_version: str = __version__
@@ -94,17 +98,15 @@ class ModelInfo:
         return cls(
             class_names=list(class_names),
             T=cfg.T,
-            N=cfg.N,
             size=cfg.target_size,
             short_size=cfg.short_size,
             mean=list(cfg.image_mean),
             std=list(cfg.image_std),
             recipe=cfg.dataset_type,
-            depth=cfg.depth,
-            xception=cfg.xception,
-            stem_pool=cfg.stem_pool,
             flip=cfg.flip,
+            fixed_aspect=cfg.fixed_aspect,
             dynamic_T=cfg.T > 1,
+            **{k: getattr(cfg, k) for k in _INFO_WEIGHT_KEYS},
         )
 
     def to_json(self) -> str:
@@ -130,16 +132,14 @@ class ModelInfo:
         values = {
             "class_num": self.num_classes,
             "T": self.T,
-            "N": self.N,
             "target_size": self.size,
             "short_size": self.short_size,
             "image_mean": list(self.mean),
             "image_std": list(self.std),
             "dataset_type": self.recipe,
-            "depth": self.depth,
-            "xception": self.xception,
-            "stem_pool": self.stem_pool,
             "flip": self.flip,
+            "fixed_aspect": self.fixed_aspect,
+            **{k: getattr(self, k) for k in _INFO_WEIGHT_KEYS},
         }
         return dataclasses.replace(Config(), **{**values, **overrides})
 

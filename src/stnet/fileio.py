@@ -170,3 +170,16 @@ def refuse_overwriting_inputs(
                     f"the output folder {out} holds the input {given}; stnet never writes where its "
                     "inputs are: choose another output folder"
                 )
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str = "reports") -> Path:
+    """Create ``folder`` if needed and check that a file can be written in it, before a long run whose
+    results go there; OSFailure naming the folder otherwise."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OSFailure(e, folder, f"writing {what} to") from None
+    return folder

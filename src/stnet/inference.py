@@ -21,14 +21,22 @@ import torch
 from torch import nn
 
 from stnet.config import Config
-from stnet.datasets import ClipSpec, Sample, VideoClipDataset, build_dataset, build_loader, eval_views
+from stnet.datasets import (
+    ClipSpec,
+    Sample,
+    VideoClipDataset,
+    build_dataset,
+    build_loader,
+    class_mismatch,
+    eval_views,
+)
 from stnet.distributed import DistInfo
 from stnet.engine import evaluate
-from stnet.errors import DataError
+from stnet.errors import DataError, StnetError, os_error_line
 from stnet.export import ExportError, ModelInfo, Runner, class_names_for
-from stnet.fileio import atomic_write_bytes
+from stnet.fileio import atomic_write_bytes, check_writable_folder
 from stnet.metrics import EvalResult, softmax
-from stnet.video import is_video_file
+from stnet.video import VIDEO_SUFFIXES, is_video_file, open_video
 
 ACC_LOG = "acc.log"
 
@@ -39,14 +47,14 @@ ACC_LOG = "acc.log"
 
 
 def checkpoint_runner(
-    checkpoint: str | Path, cfg: Config, classes_file: str | Path | None = None, log=print
+    checkpoint: str | Path, cfg: Config, classes_file: str | Path | None = None, log=None
 ) -> Runner:
     """Run a checkpoint (stnet training checkpoint, stnet weights or a reference MindSpore StNet) in
     PyTorch fp32 on the configured device, described by the same :class:`ModelInfo` an export carries."""
-    from stnet.evaluation import model_for_checkpoint
+    from stnet.evaluation import log_stderr, model_for_checkpoint
     from stnet.runtime import resolve_device
 
-    model, cfg, classes = model_for_checkpoint(checkpoint, cfg, log)
+    model, cfg, classes = model_for_checkpoint(checkpoint, cfg, log or log_stderr)
     info = ModelInfo.from_config(cfg, class_names_for(cfg, classes, classes_file))
     device = resolve_device(cfg.device)
     model = model.to(device).eval()
@@ -110,6 +118,8 @@ class InferReport:
     latency: Latency
     lines: list[str]
     out_dir: Path
+    summary: dict[str, Any]  # what infer.json holds
+    report_error: str | None = None  # why acc.log/infer.json could not be written (the numbers stand)
 
 
 def accuracy_lines(result: EvalResult) -> list[str]:
@@ -124,14 +134,9 @@ def accuracy_lines(result: EvalResult) -> list[str]:
 
 
 def _check_classes(dataset: VideoClipDataset, info: ModelInfo) -> None:
-    if dataset.classes is not None and dataset.classes != info.class_names:
-        differ = next(
-            i for i, (a, b) in enumerate(zip(dataset.classes, info.class_names, strict=True)) if a != b
-        )
-        raise DataError(
-            f"the dataset's classes differ from the model's (class {differ}: dataset "
-            f"{dataset.classes[differ]!r}, model {info.class_names[differ]!r}); labels would not match"
-        )
+    mismatch = class_mismatch(dataset.classes, info.class_names) if dataset.classes is not None else None
+    if mismatch:
+        raise DataError(f"{mismatch}; labels would not match")
 
 
 def run_infer(
@@ -147,10 +152,13 @@ def run_infer(
     model_name: str = "model",
     skip_unreadable: bool = False,
 ) -> InferReport:
-    """Run ``runner`` over every video of ``split``; write ``acc.log`` and ``infer.json`` to ``out_dir``."""
+    """Run ``runner`` over every video of ``split`` (eval transforms for any split); write ``acc.log``
+    and ``infer.json`` to ``out_dir``, which is checked to be writable first. If writing fails all the
+    same, the report comes back with ``report_error`` set."""
     info = runner.info
     cfg = info.config(dataset_path=str(dataset_path), workers=workers, batch_size=batch_size)
-    dataset = build_dataset(cfg, split, test_views=eval_views(clips, crops))
+    out = check_writable_folder(out_dir, "the inference reports")
+    dataset = build_dataset(cfg, split, test_views=eval_views(clips, crops), augment=False)
     _check_classes(dataset, info)
     loader = build_loader(dataset, cfg, DistInfo(), torch.device("cpu"), train=False, batch_size=batch_size)
     timed = _TimedRunner(runner)
@@ -176,9 +184,6 @@ def run_infer(
         f"videos, {clips} clip(s) x {crops} crop(s) each, batch {batch_size}"
         + (f"; {result.unreadable_text()}" if result.unreadable else ""),
     ]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / ACC_LOG, ("\n".join(lines) + "\n").encode())
     summary = {
         "model": model_name,
         "backend": runner.backend,
@@ -189,8 +194,15 @@ def run_infer(
         "end_to_end_clips_per_s": latency.end_to_end_clips_per_s,
         "batch_size": batch_size,
     }
-    atomic_write_bytes(out / "infer.json", json.dumps(summary, indent=2).encode())
-    return InferReport(result, latency, lines, out)
+    report_error = None
+    try:
+        atomic_write_bytes(out / ACC_LOG, ("\n".join(lines) + "\n").encode())
+        atomic_write_bytes(out / "infer.json", json.dumps(summary, indent=2).encode())
+    except OSError as e:
+        report_error = os_error_line(e, doing="writing reports to")
+    except StnetError as e:
+        report_error = str(e)
+    return InferReport(result, latency, lines, out, summary, report_error)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -203,52 +215,125 @@ class Prediction:
     video: Path
     top: list[tuple[str, int, float]] | None = None  # (class name, index, probability), best first
     error: str | None = None
+    frames: tuple[int, int] | None = None  # (decoded, announced) when decoding stopped before the end
+
+    @property
+    def warning(self) -> str | None:
+        """'decoded K of N frames' when the video ended before the frames its file announces."""
+        if self.frames is None:
+            return None
+        decoded, announced = self.frames
+        return f"{self.video}: decoded {decoded} of {announced} frames (truncated or corrupt file?)"
 
     def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"video": str(self.video)}
         if self.error is not None:
-            return {"video": str(self.video), "error": self.error}
-        return {
-            "video": str(self.video),
-            "top": [{"class": name, "index": i, "prob": round(p, 6)} for name, i, p in self.top or []],
-        }
+            out["error"] = self.error
+        else:
+            out["top"] = [{"class": name, "index": i, "prob": round(p, 6)} for name, i, p in self.top or []]
+        if self.frames is not None:
+            out["warning"] = self.warning
+            out["decoded_frames"], out["announced_frames"] = self.frames
+        return out
 
     def line(self) -> str:
         return f"{self.video}: " + ", ".join(f"{name} {p:.3f}" for name, _i, p in self.top or [])
 
 
 def find_videos(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Each path given; for a directory, every video file under it (recursively, sorted)."""
+    """Each path given; for a directory, every video file under it (recursively, sorted), or the
+    directory itself when it holds none (:func:`predict` reports it)."""
     for path in map(Path, paths):
         if path.is_dir():
+            found = False
             for root, dirs, files in os.walk(path):
                 dirs.sort()
-                yield from (Path(root) / f for f in sorted(files) if is_video_file(f))
+                for name in sorted(files):
+                    if is_video_file(name):
+                        found = True
+                        yield Path(root) / name
+            if not found:
+                yield path
         else:
             yield path
 
 
+def _short_decode(dataset: VideoClipDataset, video: Path) -> tuple[int, int] | None:
+    """``(decoded, announced)`` frames when decoding ``video`` stopped before the frame count its
+    header announces (or, without one, its packets); None when it decoded to the end."""
+    used = dataset.frame_count(video)
+    if used is None:
+        return None
+    with open_video(video) as container:
+        announced = int(container.streams.video[0].frames or 0)
+    if not announced:
+        from stnet.video import count_packets
+
+        announced = count_packets(video)
+    if used >= announced:
+        return None
+    decoded = _decodable_frames(video)  # only for a short file: the exact count, for the message
+    return (decoded, announced) if decoded < announced else None
+
+
+def _decodable_frames(video: Path) -> int:
+    import av
+
+    count = 0
+    with open_video(video) as container:
+        try:
+            for _frame in container.decode(container.streams.video[0]):
+                count += 1
+        except (av.error.FFmpegError, OSError):
+            pass
+    return count
+
+
 def predict(
-    runner: Runner, paths: Iterable[str | Path], *, topk: int = 5, clips: int = 1, crops: int = 1
+    runner: Runner,
+    paths: Iterable[str | Path],
+    *,
+    topk: int = 5,
+    clips: int = 1,
+    crops: int = 1,
+    strict: bool = False,
 ) -> Iterator[Prediction]:
-    """Class probabilities (softmax averaged over clips × crops views) for every video of ``paths``.
-    A video that cannot be read yields a Prediction with ``error`` set; the others go on."""
+    """Class probabilities (softmax averaged over clips × crops views) for every video of ``paths``,
+    sampled with the model's eval recipe (its resize mode included).
+
+    A video that cannot be read, or a folder without videos, yields a Prediction with ``error`` set;
+    the others go on. A video whose decoding stopped before its announced end is answered from the
+    frames that decoded, with ``frames`` set (the warning); ``strict`` makes that an error."""
     info = runner.info
     spec = ClipSpec.from_config(info.config())
     k = max(1, min(topk, info.num_classes))
     for video in find_videos(paths):
+        if video.is_dir():
+            kinds = ", ".join(sorted(VIDEO_SUFFIXES))
+            yield Prediction(video, error=f"{video}: no video found in this folder (looked for {kinds})")
+            continue
         if not video.is_file():
             yield Prediction(video, error=f"{video}: no such file")
             continue
-        dataset = VideoClipDataset([Sample(video, 0)], spec, "val", test_views=eval_views(clips, crops))
+        dataset = VideoClipDataset(
+            [Sample(video, 0)], spec, "val", test_views=eval_views(clips, crops), augment=False
+        )
         try:
             views, _, _, weights = dataset.distinct_views(0)  # identical views (short videos) run once
+            short = _short_decode(dataset, video) if dataset.samples[0].kind == "video" else None
         except (DataError, OSError) as e:
             yield Prediction(video, error=str(e) if str(video) in str(e) else f"{video}: {e}")
+            continue
+        if short is not None and strict:
+            decoded, announced = short
+            message = f"{video}: decoded {decoded} of {announced} frames (truncated or corrupt file?); "
+            yield Prediction(video, error=message + "--strict refuses it", frames=short)
             continue
         w = weights.numpy()[:, None]
         probs = (softmax(runner(views.numpy())) * w).sum(axis=0) / w.sum()  # the mean over all views
         best = np.argsort(-probs, kind="stable")[:k]
-        yield Prediction(video, [(info.class_names[i], int(i), float(probs[i])) for i in best])
+        top = [(info.class_names[i], int(i), float(probs[i])) for i in best]
+        yield Prediction(video, top, frames=short)
 
 
 def open_model(
