@@ -177,7 +177,7 @@ def test_multi_view_test_sampling(store: Path) -> None:
     assert torch.equal(three[1], ten[4]) and torch.equal(
         three[1], VideoClipDataset([sample], spec, "val")[0][0]
     )
-    with pytest.raises(ValueError, match="val split only"):
+    with pytest.raises(ValueError, match="for evaluation"):
         build_dataset(config(), "train", root=store, test_views=(1, 1))
 
 
