@@ -15,10 +15,11 @@ from stnet import StNet
 from stnet import export as export_mod
 from stnet.cli import main
 from stnet.config import load_config
-from stnet.export import ExportError, ModelInfo, export_model, load_exported, verify
+from stnet.export import export_model, verify
 from stnet.inference import run_infer
 from stnet.metrics import load_npz
 from stnet.mindspore_ckpt import write_ckpt
+from stnet.runners import ExportError, ModelInfo, load_exported
 from videos import write_colour_dataset, write_video
 
 CLASSES = ["red", "green", "blue"]
@@ -272,7 +273,7 @@ def test_int8_export_refuses_other_formats_and_a_failed_check_writes_nothing(
     assert "int8 quantization is for ONNX exports, not pt2" in capsys.readouterr().err
 
     # a quantized model that ranks the classes backwards: its top-1 never agrees with fp32
-    real = export_mod._runner_from_bytes
+    real = export_mod.runner_from_bytes
 
     def reversed_int8(data, fmt, threads=None):
         runner = real(data, fmt, threads)
@@ -280,7 +281,7 @@ def test_int8_export_refuses_other_formats_and_a_failed_check_writes_nothing(
             return runner
         return dataclasses.replace(runner, run=lambda clips, run=runner.run: -run(clips))
 
-    monkeypatch.setattr(export_mod, "_runner_from_bytes", reversed_int8)
+    monkeypatch.setattr(export_mod, "runner_from_bytes", reversed_int8)
     assert main([*base, "--out", str(tmp_path / "m.onnx"), "--min_agreement", "0.5"]) == 1
     assert (
         "int8 check failed: the quantized model predicts the fp32 model's class on" in capsys.readouterr().err

@@ -18,8 +18,8 @@ from stnet.cli import main, split_config_flags
 from stnet.config import MODEL_KEYS, WEIGHT_KEYS, Config, load_config
 from stnet.datasets import ClipSpec, Sample, VideoClipDataset, build_dataset
 from stnet.errors import ConfigError
-from stnet.export import load_exported
 from stnet.model import StNet
+from stnet.runners import load_exported
 from videos import write_colour_dataset, write_video
 
 CLASSES = ["red", "green", "blue"]

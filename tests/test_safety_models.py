@@ -26,7 +26,8 @@ from stnet import build_model
 from stnet.cli import main
 from stnet.config import load_config
 from stnet.errors import ConfigError
-from stnet.export import ModelInfo, UnsafeModelError, export_bytes, load_exported
+from stnet.export import export_bytes
+from stnet.runners import ModelInfo, UnsafeModelError, load_exported
 from stnet.weights import save_safetensors
 from videos import write_colour_dataset, write_video
 

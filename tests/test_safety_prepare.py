@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from stnet import cli, clipstore, datasets, export, lists
+from stnet import cli, clipstore, datasets, lists, runners
 from videos import write_video
 
 SRC = str(Path(cli.__file__).parents[1])
@@ -310,9 +310,9 @@ def test_byte_order_marks_are_ignored(videos: Path, tmp_path: Path, capsys: pyte
     assert datasets.read_classes is lists.read_classes
     assert lists.read_classes(tmp_path / "classes.txt") == ["a", "b"]
     cfg = type("Cfg", (), {"class_num": 2, "dataset_path": None})()
-    assert export.class_names_for(cfg, None, tmp_path / "classes.txt") == ["a", "b"]  # type: ignore[arg-type]
+    assert runners.class_names_for(cfg, None, tmp_path / "classes.txt") == ["a", "b"]  # type: ignore[arg-type]
     (tmp_path / "plain.txt").write_bytes(bom + b"jump\nrun\n")
-    assert export.class_names_for(cfg, None, tmp_path / "plain.txt") == ["jump", "run"]  # type: ignore[arg-type]
+    assert runners.class_names_for(cfg, None, tmp_path / "plain.txt") == ["jump", "run"]  # type: ignore[arg-type]
 
 
 def test_a_file_that_is_not_utf8_is_one_line(

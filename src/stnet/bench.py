@@ -414,7 +414,8 @@ def _onnx_runners(
     loaded into ONNX Runtime. The int8 model is calibrated on random clips and its agreement with fp32
     is not checked: an untrained model's classes mean nothing; this measures speed only."""
     from stnet.config import load_config
-    from stnet.export import ModelInfo, export_model, load_exported, quantize_int8
+    from stnet.export import export_model, quantize_int8
+    from stnet.runners import ModelInfo, load_exported
 
     cfg = load_config(
         None,

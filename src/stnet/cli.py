@@ -177,7 +177,8 @@ def _export(args: argparse.Namespace, rest: Sequence[str]) -> int:
     import dataclasses
 
     from stnet.evaluation import checkpoint_config, model_for_checkpoint
-    from stnet.export import ModelInfo, calibration_clips, check_output, class_names_for, export_model
+    from stnet.export import calibration_clips, check_output, export_model
+    from stnet.runners import ModelInfo, class_names_for
 
     cfg = checkpoint_config(args.checkpoint, args.config, rest)
     model, cfg, classes = model_for_checkpoint(args.checkpoint, cfg)
@@ -227,8 +228,8 @@ def cmd_infer(args: argparse.Namespace, rest: Sequence[str]) -> int:
     import json
     from pathlib import Path
 
-    from stnet.export import load_exported
     from stnet.inference import run_infer
+    from stnet.runners import load_exported
 
     if rest:
         raise UserError(f"unexpected arguments: {' '.join(rest)}")

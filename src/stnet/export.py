@@ -8,16 +8,11 @@ Three formats:
 * ``torchscript`` (``torch.jit.trace``): for libtorch (C++) deployments. PyTorch marks TorchScript as
   deprecated, so prefer ``pt2`` unless C++ needs it.
 
-Every file carries :class:`ModelInfo` as JSON (ONNX metadata property ``stnet``; ``extra/stnet.json`` in
-the PyTorch archives): class names, T, N, crop size, resize, mean/std and the sampling recipe, so
-``stnet infer``/``stnet predict`` need nothing else. An export is verified before it is written: the
-file is run on random clips and compared with the PyTorch model; a difference above the tolerance
-writes nothing and raises :class:`ExportError`.
-
-Loading (:func:`load_exported`) takes the format from the file's name, and the contents must agree.
-ONNX is parsed as data and always safe to load; pt2 and TorchScript can run code by design, so they load
-only when the caller trusts the file (``--trust-model``), and a pt2 archive is refused if it holds
-pickled entries beyond what ``torch.export.save`` writes.
+Every file carries its :class:`~stnet.runners.ModelInfo` as JSON (class names, T, N, crop size,
+resize, mean/std and the sampling recipe), so ``stnet infer``/``stnet predict`` need nothing else. An
+export is verified before it is written: the file is loaded with :mod:`stnet.runners` (which holds the
+description and the loaders that deployment uses), run on random clips and compared with the PyTorch
+model; a difference above the tolerance writes nothing and raises :class:`ExportError`.
 """
 
 from __future__ import annotations
@@ -26,13 +21,8 @@ import contextlib
 import dataclasses
 import errno
 import io
-import json
-import logging
-import re
 import tempfile
-import warnings
-import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,107 +31,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from stnet import __version__
-from stnet.config import WEIGHT_KEYS, Config
-from stnet.errors import OSFailure, StnetError
+from stnet.errors import OSFailure
 from stnet.fileio import atomic_write_bytes, lock_file, refuse_overwriting_inputs
+from stnet.runners import (
+    INPUT_NAME,
+    META_FILE,
+    META_KEY,
+    OUTPUT_NAME,
+    SUFFIXES,
+    ExportError,
+    ModelInfo,
+    Runner,
+    quiet_torch,
+    runner_from_bytes,
+)
 
 FORMATS = ("onnx", "pt2", "torchscript")
-SUFFIXES = {".onnx": "onnx", ".pt2": "pt2", ".ts": "torchscript", ".torchscript": "torchscript"}
-META_KEY = "stnet"
-META_FILE = "stnet.json"
-INPUT_NAME, OUTPUT_NAME = "clips", "logits"
 OPSET = 18
-RECIPE_TEXT = {  # the eval sampling of stnet.sampling, for people who reimplement the preprocessing
-    "ucf101": "T equal segments; in each, N frames spread over a centred window of 2N frames "
-    "(stnet.sampling.ucf_indices); short side resized to short_size, centre crop size x size",
-    "kinetics400": "T equal segments; in each, N consecutive frames from its centre "
-    "(stnet.sampling.kinetics_indices); short side resized to short_size, centre crop size x size",
-}
-
-
-class ExportError(StnetError, RuntimeError):
-    """An export that could not be made, or whose output does not match the PyTorch model."""
-
-
-_INFO_WEIGHT_KEYS = tuple(k for k in WEIGHT_KEYS if k != "class_num")  # ModelInfo has the class names
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a deployed model needs besides its weights: how to turn a video into its input, and the
-    names of its outputs. The input is float32 ``(batch, T, 3N, size, size)``, RGB, normalised."""
-
-    class_names: list[str]
-    T: int
-    N: int
-    size: int
-    short_size: int
-    mean: list[float]
-    std: list[float]
-    recipe: str
-    depth: int
-    xception: str = "depthwise"
-    stem_pool: str = "symmetric"
-    flip: bool = True  # trained with mirrored clips: False means direction matters (no mirrored test crops)
-    fixed_aspect: bool = False  # frames resized to a fixed 4:3 (prepare --fixed-aspect), not keeping aspect
-    dynamic_T: bool = True
-    precision: str = "fp32"  # "int8": ONNX with int8 weights and activations (quantize_int8)
-    stnet_version: str = __version__
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @classmethod
-    def from_config(cls, cfg: Config, class_names: list[str]) -> ModelInfo:
-        return cls(
-            class_names=list(class_names),
-            T=cfg.T,
-            size=cfg.target_size,
-            short_size=cfg.short_size,
-            mean=list(cfg.image_mean),
-            std=list(cfg.image_std),
-            recipe=cfg.dataset_type,
-            flip=cfg.flip,
-            fixed_aspect=cfg.fixed_aspect,
-            dynamic_T=cfg.T > 1,
-            **{k: getattr(cfg, k) for k in _INFO_WEIGHT_KEYS},
-        )
-
-    def to_json(self) -> str:
-        data = dataclasses.asdict(self)
-        data["input"] = {
-            "name": INPUT_NAME,
-            "shape": ["batch", "T" if self.dynamic_T else self.T, 3 * self.N, self.size, self.size],
-            "layout": "B,T,3N,H,W: T segments of N consecutive RGB frames stacked on channels",
-            "dtype": "float32",
-            "normalise": "x = (pixel / 255 - mean) / std",
-        }
-        data["recipe_text"] = RECIPE_TEXT.get(self.recipe, self.recipe)
-        return json.dumps(data, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ModelInfo:
-        data = json.loads(text)
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def config(self, **overrides: Any) -> Config:
-        """A config whose data keys reproduce this model's evaluation input (for stnet's datasets)."""
-        values = {
-            "class_num": self.num_classes,
-            "T": self.T,
-            "target_size": self.size,
-            "short_size": self.short_size,
-            "image_mean": list(self.mean),
-            "image_std": list(self.std),
-            "dataset_type": self.recipe,
-            "flip": self.flip,
-            "fixed_aspect": self.fixed_aspect,
-            **{k: getattr(self, k) for k in _INFO_WEIGHT_KEYS},
-        }
-        return dataclasses.replace(Config(), **{**values, **overrides})
 
 
 def format_for(path: str | Path, fmt: str | None = None) -> str:
@@ -159,22 +65,6 @@ def format_for(path: str | Path, fmt: str | None = None) -> str:
     return SUFFIXES[suffix]
 
 
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporters' progress prints, deprecation notes and the torchvision-op warnings."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
 def _example(info: ModelInfo, batch: int, T: int | None = None, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, T or info.T, 3 * info.N, info.size, info.size, generator=g)
@@ -190,7 +80,7 @@ def _dynamic_shapes(info: ModelInfo) -> dict[str, dict[int, Any]]:
 def _onnx_bytes(model: nn.Module, info: ModelInfo) -> bytes:
     import onnx
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet_exporter():
+    with tempfile.TemporaryDirectory() as tmp, quiet_torch():
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(
             model,
@@ -212,7 +102,7 @@ def _onnx_bytes(model: nn.Module, info: ModelInfo) -> bytes:
 
 def _pt2_bytes(model: nn.Module, info: ModelInfo) -> bytes:
     buffer = io.BytesIO()
-    with _quiet_exporter():
+    with quiet_torch():
         program = torch.export.export(model, (_example(info, 2),), dynamic_shapes=_dynamic_shapes(info))
         torch.export.save(program, buffer, extra_files={META_FILE: info.to_json()})
     return buffer.getvalue()
@@ -220,7 +110,7 @@ def _pt2_bytes(model: nn.Module, info: ModelInfo) -> bytes:
 
 def _torchscript_bytes(model: nn.Module, info: ModelInfo) -> bytes:
     buffer = io.BytesIO()
-    with _quiet_exporter():
+    with quiet_torch():
         traced = torch.jit.trace(model, _example(info, 2), check_trace=False)
         torch.jit.save(traced, buffer, _extra_files={META_FILE: info.to_json()})
     return buffer.getvalue()
@@ -236,216 +126,6 @@ def export_bytes(model: nn.Module, info: ModelInfo, fmt: str) -> bytes:
         raise
     except Exception as e:  # the exporters raise many types; the user needs one line and the cause
         raise ExportError(f"the {fmt} exporter failed: {type(e).__name__}: {str(e).splitlines()[0]}") from e
-
-
-# ----------------------------------------------------------------------------------------------------
-# Running an exported file (used by verification, `stnet infer` and `stnet predict`)
-# ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Runner:
-    """An exported model ready to run: ``runner(clips)`` maps float32 (B,T,3N,H,W) to logits (B,K)."""
-
-    info: ModelInfo
-    fmt: str
-    run: Callable[[np.ndarray], np.ndarray]
-    backend: str
-
-    def __call__(self, clips: np.ndarray) -> np.ndarray:
-        return self.run(np.ascontiguousarray(clips, dtype=np.float32))
-
-
-def _onnx_runner(data: bytes, threads: int | None) -> Runner:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    session = ort.InferenceSession(data, options, providers=providers)
-    meta = session.get_modelmeta().custom_metadata_map
-    if META_KEY not in meta:
-        raise ExportError("this ONNX model was not exported by stnet (it has no 'stnet' metadata)")
-    info = ModelInfo.from_json(meta[META_KEY])
-    name = session.get_inputs()[0].name
-
-    def run(clips: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: clips})[0]
-
-    backend = f"onnxruntime {ort.__version__} {session.get_providers()[0]}"
-    return Runner(info, "onnx", run, backend + (f" {info.precision}" if info.precision != "fp32" else ""))
-
-
-def _torch_runner(data: bytes, fmt: str, threads: int | None) -> Runner:
-    if fmt == "pt2":
-        _check_pt2_archive(data)  # even when trusted: no pickles beyond what torch.export.save writes
-    if threads:
-        torch.set_num_threads(threads)
-    extra = {META_FILE: ""}
-    with _quiet_exporter():
-        if fmt == "pt2":
-            module = torch.export.load(io.BytesIO(data), extra_files=extra).module()
-        else:
-            module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
-    if not extra[META_FILE]:
-        raise ExportError(f"this {fmt} file was not exported by stnet (it has no {META_FILE})")
-    info = ModelInfo.from_json(extra[META_FILE])
-
-    @torch.no_grad()
-    def run(clips: np.ndarray) -> np.ndarray:
-        return module(torch.from_numpy(clips)).numpy()
-
-    return Runner(info, fmt, run, f"torch {torch.__version__} {fmt}")
-
-
-# What loading each format can do. ONNX is parsed by ONNX Runtime as data: a file can at worst fail to
-# load. The PyTorch formats can run code by design: a pt2 graph may call any Python function reachable
-# from ``torch`` and torch.export.load unpickles parts of the archive; a TorchScript archive carries
-# TorchScript code. Those load only when the user says the file is trusted (``--trust-model``).
-CODE_FORMATS = ("pt2", "torchscript")
-TRUST_HINT = (
-    "pt2 and TorchScript files can run code when loaded: pass --trust-model only for a file from a "
-    "source you trust, or use an .onnx export (always safe to load)"
-)
-
-# Every entry torch.export.save writes for one model, below the archive's root folder. Pickled entries
-# are limited to data/sample_inputs/model.pt, which must load with weights_only=True; weights and
-# constants must be raw tensor bytes (their configs say use_pickle: false).
-_PT2_ENTRY = re.compile(
-    r"(\.data/version|\.data/serialization_id|archive_format|archive_version|byteorder"
-    r"|models/model\.json|extra/[^/]+|data/sample_inputs/model\.pt"
-    r"|data/weights/model_weights_config\.json|data/weights/weight_\d+"
-    r"|data/constants/model_constants_config\.json|data/constants/tensor_\d+)"
-)
-_PT2_PAYLOADS = {
-    "data/weights/model_weights_config.json": "weight_",
-    "data/constants/model_constants_config.json": "tensor_",
-}
-
-
-class UnsafeModelError(ExportError):
-    """A model file that is refused because loading it could run code it carries."""
-
-
-def _zip_entries(data: bytes, fmt: str) -> tuple[zipfile.ZipFile, str, list[str]]:
-    """The archive, its root folder and its entries below the root; ExportError if it is not one
-    well-formed PyTorch archive (one root folder, no duplicate names)."""
-    if data[:4] != b"PK\x03\x04":
-        raise ExportError(f"it is not a {fmt} archive (not a zip file)")
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-        names = archive.namelist()
-    except (zipfile.BadZipFile, ValueError) as e:
-        raise ExportError(f"it is not a readable {fmt} archive ({e})") from None
-    roots = {n.split("/", 1)[0] for n in names}
-    if len(roots) != 1 or any("/" not in n for n in names):
-        raise UnsafeModelError(f"it is not a {fmt} archive (entries outside one root folder)")
-    if len(set(names)) != len(names):
-        raise UnsafeModelError(f"refusing this {fmt} archive: it names an entry twice")
-    root = roots.pop()
-    return archive, root, [n.split("/", 1)[1] for n in names]
-
-
-def _check_pt2_archive(data: bytes) -> None:
-    """Refuse a pt2 archive with anything torch.export.save does not write, or with pickled entries
-    that ``torch.export.load`` would unpickle with ``weights_only=False`` (legacy weight files, pickled
-    weights or constants, custom objects)."""
-    from stnet.checkpoint import torch_load_safely
-
-    archive, root, entries = _zip_entries(data, "pt2")
-    if "archive_format" not in entries:
-        raise ExportError("it is not a pt2 archive (no archive_format entry)")
-    if archive.read(f"{root}/archive_format").strip() != b"pt2":
-        raise ExportError("it is not a pt2 archive (archive_format is not pt2)")
-    foreign = [e for e in entries if not _PT2_ENTRY.fullmatch(e)]
-    if foreign:
-        raise UnsafeModelError(
-            f"refusing this pt2 archive: it holds {foreign[0]}, which torch.export.save does not write "
-            "(such entries are unpickled and can run code)"
-        )
-    for config, prefix in _PT2_PAYLOADS.items():
-        if config not in entries:
-            raise ExportError(f"it is not a complete pt2 archive (no {config})")
-        try:
-            payloads = json.loads(archive.read(f"{root}/{config}"))["config"].values()
-            unsafe = [
-                p for p in payloads if p["use_pickle"] is not False or not p["path_name"].startswith(prefix)
-            ]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise ExportError(f"it is not a readable pt2 archive ({config} is malformed)") from None
-        if unsafe:
-            raise UnsafeModelError(
-                f"refusing this pt2 archive: {config} has pickled entries ({unsafe[0].get('path_name')}), "
-                "which torch.export.save writes only for tensor subclasses; they can run code"
-            )
-    inputs = "data/sample_inputs/model.pt"
-    if inputs in entries:
-        try:
-            torch_load_safely(archive.read(f"{root}/{inputs}"))
-        except ValueError as e:
-            raise UnsafeModelError(f"refusing this pt2 archive: {inputs}: {e}") from None
-
-
-def _check_content(data: bytes, fmt: str) -> None:
-    """The file's contents must be of the format its name says; ExportError otherwise."""
-    if fmt == "onnx":
-        if data[:2] == b"PK":
-            raise ExportError(
-                "it is named .onnx but is a zip archive (a PyTorch file?); an .onnx file is only ever "
-                "read as ONNX"
-            )
-        return
-    _archive, _root, entries = _zip_entries(data, fmt)
-    is_pt2 = "archive_format" in entries
-    if fmt == "torchscript" and (is_pt2 or "data.pkl" not in entries):
-        found = "a pt2 (torch.export) archive" if is_pt2 else "no TorchScript model"
-        raise ExportError(f"it is named as TorchScript (.ts) but holds {found}")
-    if fmt == "pt2" and not is_pt2:
-        raise ExportError("it is named .pt2 but is not a torch.export archive (no archive_format entry)")
-
-
-def model_format(path: str | Path) -> str:
-    """The format of a model file to load, from its name alone: ``.onnx``, ``.pt2`` or ``.ts``."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ExportError(
-            f"cannot tell the format of {path}: a model from stnet export is named .onnx, .pt2 or .ts"
-        )
-    return SUFFIXES[suffix]
-
-
-def load_exported(path: str | Path, threads: int | None = None, *, trust: bool = False) -> Runner:
-    """Open a file written by ``stnet export`` for inference.
-
-    The format comes from the file's name and the contents must agree (an ``.onnx`` is only ever read as
-    ONNX). pt2 and TorchScript files can run code when loaded, so they are refused unless ``trust`` is
-    set (``--trust-model``); even then a pt2 archive with pickled entries beyond what
-    ``torch.export.save`` writes is refused (:func:`_check_pt2_archive`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"model not found: {path}")
-    fmt = model_format(path)
-    if fmt in CODE_FORMATS and not trust:
-        raise UnsafeModelError(f"{path}: refusing to load a {fmt} model without --trust-model: {TRUST_HINT}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise OSFailure(e, path, "reading") from None
-    try:
-        _check_content(data, fmt)
-        return _runner_from_bytes(data, fmt, threads)
-    except ExportError as e:
-        raise type(e)(f"{path}: {e}") from None
-    except Exception as e:  # a damaged or foreign file: one line, not the runtime's traceback
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ExportError(f"{path} is not a readable stnet {fmt} model: {first}") from None
-
-
-def _runner_from_bytes(data: bytes, fmt: str, threads: int | None = None) -> Runner:
-    return _onnx_runner(data, threads) if fmt == "onnx" else _torch_runner(data, fmt, threads)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -525,7 +205,7 @@ def quantize_int8(data: bytes, clips: list[np.ndarray]) -> bytes:
     meta = {p.key: p.value for p in source.metadata_props}
     if META_KEY not in meta:
         raise ExportError("only models exported by stnet can be quantized")
-    with tempfile.TemporaryDirectory() as tmp, _quiet_exporter():
+    with tempfile.TemporaryDirectory() as tmp, quiet_torch():
         fp32, pre, int8 = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         fp32.write_bytes(data)
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
@@ -596,11 +276,11 @@ def export_model(
     if calibration is not None and fmt != "onnx":
         raise ExportError(f"int8 quantization is for ONNX exports, not {fmt}: name the output .onnx")
     data = export_bytes(model, info, fmt)
-    diff = verify(_runner_from_bytes(data, fmt), model, tolerance)
+    diff = verify(runner_from_bytes(data, fmt), model, tolerance)
     agreement = None
     if calibration is not None:
         data = quantize_int8(data, calibration)
-        runner = _runner_from_bytes(data, fmt)
+        runner = runner_from_bytes(data, fmt)
         agreement = check_quantized(runner, model, calibration, min_agreement)
         info = runner.info  # as the file describes itself: precision int8
     atomic_write_bytes(out, data)
@@ -630,26 +310,3 @@ def export_lock(out: str | Path) -> Iterator[None]:
     busy = f"{out} is being written by another stnet export (PID {{pid}}); wait for it to finish"
     with lock_file(out.parent / f".{out.name}.lock", busy, remove=True, target=out):
         yield
-
-
-def class_names_for(
-    cfg: Config, from_checkpoint: list[str] | None, classes_file: str | Path | None = None
-) -> list[str]:
-    """Class names: ``classes_file`` (``<name> <index>`` lines, or one name per line), else the
-    checkpoint's, else the dataset's ``classes.txt``, else ``0 .. class_num-1``."""
-    from stnet.lists import read_classes
-
-    if classes_file is not None:
-        path = Path(classes_file)
-        if not path.is_file():
-            raise ExportError(f"classes file not found: {path}")
-        names = read_classes(path, plain_names=True)
-    elif from_checkpoint:
-        names = list(from_checkpoint)
-    elif cfg.dataset_path and (Path(cfg.dataset_path) / "classes.txt").is_file():
-        names = read_classes(Path(cfg.dataset_path) / "classes.txt")
-    else:
-        names = [str(i) for i in range(cfg.class_num)]
-    if len(names) != cfg.class_num:
-        raise ExportError(f"{len(names)} class names for a model with {cfg.class_num} classes")
-    return names

@@ -33,9 +33,9 @@ from stnet.datasets import (
 from stnet.distributed import DistInfo
 from stnet.engine import evaluate
 from stnet.errors import DataError, StnetError, os_error_line
-from stnet.export import ExportError, ModelInfo, Runner, class_names_for
 from stnet.fileio import atomic_write_bytes, check_writable_folder
 from stnet.metrics import EvalResult, softmax
+from stnet.runners import ExportError, ModelInfo, Runner, class_names_for
 from stnet.video import VIDEO_SUFFIXES, is_video_file, open_video
 
 ACC_LOG = "acc.log"
@@ -349,7 +349,7 @@ def open_model(
     """The Runner of ``--model`` (an export) or of ``--checkpoint`` (with ``--config`` and overrides).
     ``trust_model`` allows pt2/TorchScript exports, whose loading can run code (see ``load_exported``)."""
     from stnet.evaluation import checkpoint_config
-    from stnet.export import load_exported
+    from stnet.runners import load_exported
 
     if (model is None) == (checkpoint is None):
         raise ExportError("give exactly one of --model FILE (from stnet export) or --checkpoint FILE")
