@@ -222,6 +222,61 @@ def test_one_line_errors(exported, checkpoint, tmp_path, capsys):
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_converted_checkpoint_carries_its_description(exported, checkpoint, dataset, tmp_path, capsys):
+    """`stnet convert` of a training checkpoint keeps its config and class names in the safetensors
+    metadata: eval, export and predict use the file with no --config flags, as they use the checkpoint."""
+    weights = tmp_path / "best.safetensors"
+    assert main(["convert", str(checkpoint), str(weights)]) == 0
+    results = []
+    for source in (checkpoint, weights):
+        out = tmp_path / f"eval-{source.suffix[1:]}"
+        assert main(["eval", "--checkpoint", str(source), "--out", str(out), "--json"]) == 0
+        results.append(
+            (json.loads(capsys.readouterr().out.strip().splitlines()[-1]), load_npz(out / "scores.npz"))
+        )
+    (from_ckpt, (ckpt_scores, ckpt_classes)), (from_weights, (scores, classes)) = results
+    assert from_weights["top1"] == from_ckpt["top1"] and classes == ckpt_classes == CLASSES
+    np.testing.assert_array_equal(scores.scores, ckpt_scores.scores)
+
+    assert main(["export", "--checkpoint", str(weights), "--out", str(tmp_path / "w.onnx")]) == 0
+    assert load_exported(tmp_path / "w.onnx").info == load_exported(exported / "model.onnx").info
+    video = next(dataset.rglob("*.mp4"))
+    for source in (checkpoint, weights):
+        capsys.readouterr()
+        assert main(["predict", str(video), "--checkpoint", str(source), "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top"])
+    assert results[-1] == results[-2]
+
+    # a model-defining flag that disagrees with the file is refused, as for the checkpoint
+    assert main(["eval", "--checkpoint", str(weights), "--depth", "50"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--depth 50 conflicts with the checkpoint" in err and len(err.splitlines()) == 1
+
+
+def test_malformed_description_metadata_is_one_line(checkpoint, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from stnet.checkpoint import load_checkpoint
+    from stnet.weights import read_weights
+
+    tensors, _ = read_weights(checkpoint)
+    saved = load_checkpoint(checkpoint)["config"]
+    cases = [  # (metadata text, what the one line says, exit code: 1 unreadable file, 2 bad setting)
+        ("{not json", "stnet_config metadata is not valid JSON", 1),
+        ('["depth", 18]', "stnet_config metadata is not a JSON object", 1),
+        (json.dumps({**saved, "depth": "__import__('os').system('x')"}), "depth", 2),
+        ('{"depth": 18}', "stnet_config metadata does not give class_num, N, xception, stem_pool", 1),
+        (json.dumps({**saved, "depth": 34}), "does not fit this model (StNet depth 34", 1),
+    ]
+    for text, message, code in cases:
+        path = tmp_path / "w.safetensors"
+        save_file(tensors, str(path), metadata={"stnet_config": text})
+        assert main(["eval", "--checkpoint", str(path)]) == code, text
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+        path.unlink()
+
+
 def test_predict_with_a_converted_reference_checkpoint(tmp_path, capsys):
     """A MindSpore reference StNet-R50 (the parity fixture's weights) classifies a real video directly
     and after `stnet convert`, with the same numbers."""

@@ -28,7 +28,7 @@ from stnet.errors import ConfigError, DataError, StnetError, os_error_line
 from stnet.fileio import atomic_write_bytes, check_writable_folder
 from stnet.metrics import EvalResult
 from stnet.model import FrozenCompiled, build_model, to_channels_last
-from stnet.weights import WeightsError, load_weights
+from stnet.weights import WeightsError, load_weights, read_described_weights
 
 
 def log_stderr(message: str) -> None:
@@ -37,10 +37,11 @@ def log_stderr(message: str) -> None:
 
 
 def read_training_checkpoint(path: str | Path) -> dict | None:
-    """The contents of an stnet training checkpoint (which carries its config), None for weight files."""
+    """The contents of an stnet training checkpoint (which carries its config), or of a converted
+    .safetensors that carries one (:func:`~stnet.weights.read_described_weights`); None for weight files."""
     with open(path, "rb") as f:
         if f.read(2) != b"PK":  # not a torch zip archive: MindSpore .ckpt, safetensors, ...
-            return None
+            return read_described_weights(path)
     try:
         return load_checkpoint(path, mmap=True)  # read twice (config, then model): tensors read once
     except CheckpointError:

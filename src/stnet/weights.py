@@ -270,14 +270,106 @@ def convert_weights(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[str
     """Convert any supported weight file to stnet-named ``.safetensors``; returns ``(kind, count)``.
 
     Names are mapped (MindSpore → torchvision style), optimizer and bookkeeping entries dropped; no
-    inflation happens here (it depends on the model's N and is done when loading). ``dst`` must not be
-    ``src``: the user's file is never replaced.
+    inflation happens here (it depends on the model's N and is done when loading). A training
+    checkpoint's config and class names (or a converted file's) travel along as the metadata
+    ``stnet_config``/``stnet_classes`` (JSON), so the file is used without ``--config`` flags
+    (:func:`read_described_weights`). ``dst`` must not be ``src``: the user's file is never replaced.
     """
     refuse_overwriting_inputs([dst], [src])
     tensors, _ = read_weights(src)
     kind = source_kind(tensors)
-    save_safetensors(tensors, dst, metadata={"stnet_kind": kind, "converted_from": Path(src).name})
+    metadata: dict[str, object] = {"stnet_kind": kind, "converted_from": Path(src).name}
+    description = _source_description(Path(src))
+    if description is not None and kind == "stnet":
+        metadata[CONFIG_META] = description["config"]
+        if description.get("classes") is not None:
+            metadata[CLASSES_META] = description["classes"]
+    save_safetensors(tensors, dst, metadata=metadata)
     return kind, len(tensors)
+
+
+CONFIG_META, CLASSES_META = "stnet_config", "stnet_classes"
+
+
+def _source_description(path: Path) -> dict | None:
+    """The config and class names a weight file carries: a training checkpoint's own, or a converted
+    safetensors file's metadata; None for files without one (ResNets, MindSpore checkpoints)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if _looks_like_safetensors(head):
+        return read_described_weights(path, tensors=False)
+    if not head.startswith(b"PK"):
+        return None
+    try:
+        obj = torch_load_safely(path, mmap=True)
+    except ValueError:
+        return None  # read_weights has already accepted the file; a plain state dict has no config
+    if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping):
+        classes = obj.get("classes")
+        return {"config": dict(obj["config"]), "classes": list(classes) if classes is not None else None}
+    return None
+
+
+def read_described_weights(path: str | os.PathLike, *, tensors: bool = True) -> dict | None:
+    """A converted ``.safetensors`` that carries its description, shaped like a training checkpoint:
+    ``{"config": dict, "classes": list[str] | None, "model": tensors}`` (``model`` only with
+    ``tensors``). None for any other file, or a safetensors file without ``stnet_config``.
+
+    The metadata is JSON text parsed with :mod:`json` (never executed); a malformed value is a
+    :class:`WeightsError`, and the config's values are validated like a config file's where it is used.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            if not _looks_like_safetensors(f.read(16)):
+                return None
+    except OSError as e:
+        raise OSFailure(e, path, "reading") from None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as e:  # the library's own exception types vary by version
+        raise WeightsError(f"{path} is not a readable safetensors file: {e}") from None
+    if CONFIG_META not in metadata:
+        return None
+    config = _json_meta(path, metadata, CONFIG_META)
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise WeightsError(f"{path}: the {CONFIG_META} metadata is not a JSON object of settings")
+    classes = _json_meta(path, metadata, CLASSES_META) if CLASSES_META in metadata else None
+    if classes is not None and (
+        not isinstance(classes, list) or not all(isinstance(c, str) for c in classes)
+    ):
+        raise WeightsError(f"{path}: the {CLASSES_META} metadata is not a JSON list of class names")
+    from stnet.config import WEIGHT_KEYS
+
+    absent = [k for k in WEIGHT_KEYS if k not in config]
+    if absent:
+        raise WeightsError(f"{path}: the {CONFIG_META} metadata does not give {', '.join(absent)}")
+    described: dict = {"config": config, "classes": classes}
+    if tensors:
+        described["model"] = _fit_description(path, config)
+    return described
+
+
+def _fit_description(path: Path, config: Mapping[str, object]) -> dict[str, Tensor]:
+    """The file's tensors, checked to fit the model its description names (a one-line
+    :class:`WeightsError` naming the misfit, not the model's own error when they are loaded)."""
+    from stnet.config import load_config
+    from stnet.model import build_model
+
+    model = build_model(load_config(None, [], base=config))  # bad values: a one-line ConfigError
+    tensors, _ = read_weights(path)
+    fit_state_dict(model, tensors, path=f"{path} (as its {CONFIG_META} metadata describes it)")
+    return tensors
+
+
+def _json_meta(path: Path, metadata: Mapping[str, str], key: str) -> object:
+    try:
+        return json.loads(metadata[key])
+    except (ValueError, RecursionError) as e:
+        raise WeightsError(f"{path}: the {key} metadata is not valid JSON ({e})") from None
 
 
 def save_safetensors(
