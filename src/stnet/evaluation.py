@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +63,10 @@ def checkpoint_config(checkpoint: str | Path, config: str | None, overrides: Seq
     return load_config(config, list(overrides), base=saved["config"])
 
 
+def _in_file(path: Path, key: str, value: object) -> str:
+    return f"{key}: {value} in {path}"
+
+
 def _refuse_weight_conflicts(
     checkpoint: str | Path, saved: Mapping, config: str | None, overrides: Sequence[str]
 ) -> None:
@@ -70,7 +75,7 @@ def _refuse_weight_conflicts(
         path = resolve_config_path(str(config))
         from_file: dict = {}
         apply_overrides(from_file, read_yaml(path), [])
-        sources.append((from_file, lambda k, v, path=path: f"{k}: {v} in {path}"))
+        sources.append((from_file, functools.partial(_in_file, path)))
     if overrides:
         from_flags: dict = {}
         apply_overrides(from_flags, parse_cli_overrides(list(overrides)), [])
