@@ -404,3 +404,22 @@ def test_finetune_combinations_are_refused(tmp_path, capsys):
     saved = {"finetune": "a.pt", "pre_res50": "b.pth", "resume": "c.pt", "lr": 0.5}
     cfg = load_config(None, [], base=saved)
     assert (cfg.finetune, cfg.pre_res50, cfg.resume, cfg.lr) == ("", "", "", 0.5)
+
+
+def test_a_checkpoint_whose_config_does_not_describe_its_tensors_is_one_line(tmp_path, capsys):
+    """An edited or crafted training checkpoint: its config says depth 34, its tensors are depth 18."""
+    from dataclasses import asdict
+
+    from stnet.checkpoint import save_checkpoint
+
+    model, _ = tiny_model_and_info()
+    config = asdict(load_config(None, MODEL))
+    assert config["depth"] != 34
+    config["depth"] = 34
+    path = tmp_path / "edited.pt"
+    save_checkpoint(path, {"config": config, "model": model.state_dict(), "epoch": 1, "step": 1})
+    marker = tmp_path / "never"
+    line = refused(["export", "--checkpoint", path, "--out", tmp_path / "m.onnx"], capsys, marker)
+    assert "does not fit this model" in line and "depth 34" in line
+    refused(["eval", "--checkpoint", path, "--dataset_path", tmp_path], capsys, marker)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.pt"]

@@ -29,7 +29,7 @@ from stnet.errors import ConfigError, DataError, StnetError, os_error_line
 from stnet.fileio import atomic_write_bytes, check_writable_folder
 from stnet.metrics import EvalResult
 from stnet.model import FrozenCompiled, build_model, to_channels_last
-from stnet.weights import WeightsError, load_weights, read_described_weights
+from stnet.weights import WeightsError, fit_state_dict, load_weights, read_described_weights
 
 
 def log_stderr(message: str) -> None:
@@ -109,7 +109,11 @@ def model_for_checkpoint(
             log("using the checkpoint's model settings: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
             cfg = dataclasses.replace(cfg, **arch)
         model = build_model(cfg)
-        model.load_state_dict(saved["model"])
+        if not isinstance(saved.get("model"), Mapping):
+            raise WeightsError(f"{path}: a training checkpoint without model weights")
+        # the saved config may not describe the tensors (an edited or crafted file): one line, not a traceback
+        fitted, _ = fit_state_dict(model, saved["model"], path=str(path))
+        model.load_state_dict(fitted)
         return model, cfg, saved.get("classes")
     model = build_model(cfg)
     if load_weights(model, path).kind != "stnet":
