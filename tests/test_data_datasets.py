@@ -182,7 +182,8 @@ def test_multi_view_test_sampling(store: Path) -> None:
 
 
 def test_split_is_explicit() -> None:
-    assert Split.coerce("val") is Split.VAL and Split.coerce("test") is Split.VAL
+    assert Split.coerce("val") is Split.VAL and Split.coerce("eval") is Split.VAL
+    assert Split.coerce("test") is Split.TEST
     assert Split.coerce(Split.TRAIN) is Split.TRAIN
     with pytest.raises(ValueError, match="unknown split"):
         Split.coerce("True")

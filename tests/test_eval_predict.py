@@ -5,6 +5,7 @@ the resize mode from prepare to predict, class-order checks, truncated videos, r
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,20 @@ def test_eval_and_infer_on_the_train_split_are_deterministic_and_multi_view(
         assert main([*infer, "--clips", "2", "--workers", "0", "--out", str(tmp_path / name)]) == 0
         runs.append(capsys.readouterr().out.splitlines()[:2])  # the top-1 and top-5 lines
     assert runs[0] == runs[1] and runs[0][0].startswith("top1_correct=") and "tot=6," in runs[0][0]
+
+
+def test_eval_and_infer_read_the_test_split(checkpoint, onnx_model, dataset, tmp_path, capsys):
+    """prepare (test annotations with labels) and synth write test.txt; eval and infer read it."""
+    data = tmp_path / "data"
+    shutil.copytree(dataset, data)
+    common = ["--checkpoint", str(checkpoint), "--dataset_path", str(data), "--split", "test"]
+    assert main(["eval", *common, "--out", str(tmp_path / "a")]) == 1
+    assert "has no test split (test.txt)" in capsys.readouterr().err
+    (data / "test.txt").write_text("".join((data / "train.txt").read_text().splitlines(True)[:2]))
+    assert _eval_json(capsys, *common, "--out", str(tmp_path / "b"))["num_videos"] == 2
+    infer = ["infer", "--model", str(onnx_model), "--dataset_path", str(data), "--split", "test"]
+    assert main([*infer, "--workers", "0", "--out", str(tmp_path / "c")]) == 0
+    assert "tot=2," in capsys.readouterr().out
 
 
 def test_a_dataset_evaluated_without_augmentation_repeats_itself(dataset):

@@ -373,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from stnet.bench import register_cli as register_bench
     from stnet.demo import register_cli as register_demo
+    from stnet.prepare import SPLITS
     from stnet.prepare import register_cli as register_prepare
     from stnet.synth import register_cli as register_synth
 
@@ -398,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_arg(p)
     p.add_argument("--checkpoint", "--resume", dest="checkpoint", required=True, help="checkpoint or weights")
-    p.add_argument("--split", choices=("train", "val"), default="val", help="split to evaluate (default val)")
+    p.add_argument(
+        "--split", choices=SPLITS, default="val", help="split to evaluate: the list file read (default val)"
+    )
     _add_views_args(p)
     p.add_argument("--out", default=None, help="report directory (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
@@ -474,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", required=True, help="model file from stnet export (.onnx; .pt2/.ts with --trust-model)"
     )
     p.add_argument("--dataset_path", "--dataset-path", required=True, help="prepared dataset folder")
-    p.add_argument("--split", choices=("train", "val"), default="val", help="split to run (default val)")
+    p.add_argument("--split", choices=SPLITS, default="val", help="split to run (default val)")
     _add_views_args(p)
     p.add_argument(
         "--batch", type=int_arg(1), default=1, help="videos per model call (default 1, as the reference)"

@@ -84,18 +84,20 @@ class Split(enum.Enum):
 
     TRAIN = "train"
     VAL = "val"
+    TEST = "test"  # test.txt: written by prepare when the test annotations have labels, and by synth
 
     @classmethod
     def coerce(cls, value: Split | str) -> Split:
-        """A Split from itself or its name (``"train"``, ``"val"``; ``"test"``/``"eval"`` mean val)."""
+        """A Split from itself or its name (``"train"``, ``"val"``, ``"test"``; ``"eval"``/``"validation"``
+        mean val)."""
         if isinstance(value, Split):
             return value
         name = str(value).strip().lower()
-        name = {"test": "val", "eval": "val", "validation": "val", "valid": "val"}.get(name, name)
+        name = {"eval": "val", "validation": "val", "valid": "val"}.get(name, name)
         try:
             return cls(name)
         except ValueError:
-            raise ValueError(f"unknown split {value!r}; use 'train' or 'val'") from None
+            raise ValueError(f"unknown split {value!r}; use 'train', 'val' or 'test'") from None
 
 
 @dataclass(frozen=True)
@@ -651,6 +653,11 @@ def build_dataset(
     fmt = detect_format(root)
     classes: list[str] | None = None
     if fmt == "list":
+        if split is Split.TEST and not (root / "test.txt").is_file():
+            raise DataError(
+                f"{root} has no test split (test.txt): prepare writes one only when the test annotations "
+                "carry labels; evaluate --split val"
+            )
         samples = read_list(root / f"{split.value}.txt", root)
         if (root / "classes.txt").is_file():
             classes = read_classes(root / "classes.txt")
