@@ -66,7 +66,7 @@ def test_export_embeds_everything_inference_needs(exported, capsys):
 
 
 def test_every_format_matches_pytorch_at_other_batch_and_T(exported, checkpoint):
-    from stnet.evaluation import checkpoint_config, model_for_checkpoint
+    from stnet.checkpoint import checkpoint_config, model_for_checkpoint
 
     model, _, _ = model_for_checkpoint(checkpoint, checkpoint_config(checkpoint, None, []))
     model.eval()

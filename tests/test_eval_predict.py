@@ -137,7 +137,7 @@ def test_a_dataset_evaluated_without_augmentation_repeats_itself(dataset):
 
 
 def test_T_and_sizes_override_a_training_checkpoint(checkpoint):
-    from stnet.evaluation import checkpoint_config, model_for_checkpoint
+    from stnet.checkpoint import checkpoint_config, model_for_checkpoint
 
     cfg = checkpoint_config(checkpoint, None, ["--T", "5", "--batch_size", "1", "--short_size", "40"])
     assert (cfg.T, cfg.batch_size, cfg.short_size, cfg.depth) == (5, 1, 40, 18)

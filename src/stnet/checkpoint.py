@@ -4,23 +4,46 @@ A checkpoint holds the model, optimizer and AMP scaler states, the epoch and ste
 validation top-1, every random-number generator's state and the resolved config. It is a plain
 ``torch.save`` of tensors, numbers, strings and containers, so it loads with ``weights_only=True``
 (no code runs on load).
+
+Reading a model back from a checkpoint (or from any weight file) for eval, export and inference is
+here too: :func:`checkpoint_config` and :func:`model_for_checkpoint`.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
+import functools
 import os
 import random
 import re
-import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from stnet.errors import OSFailure, StnetError
+from stnet.config import (
+    WEIGHT_KEYS,
+    Config,
+    apply_overrides,
+    load_config,
+    parse_cli_overrides,
+    read_yaml,
+    resolve_config_path,
+)
+from stnet.errors import ConfigError, OSFailure, StnetError
 from stnet.fileio import TEMP_SUFFIX, atomic_path
+from stnet.model import build_model
+from stnet.runtime import log_stderr
+from stnet.weights import (
+    WeightsError,
+    fit_state_dict,
+    load_weights,
+    read_described_weights,
+    torch_load_safely,
+)
 
 FORMAT = "stnet-checkpoint-1"
 _PERIODIC = re.compile(r"^stnet-(\d+)\.pt$")
@@ -89,50 +112,6 @@ def remove_temp_files(folder: str | os.PathLike, targets: re.Pattern[str]) -> li
     return removed
 
 
-_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def unsafe_load_reason(e: Exception) -> str:
-    """Why ``torch.load(..., weights_only=True)`` refused or failed, in one clause for the user.
-
-    Torch's own message is many lines long and advises retrying with ``weights_only=False``, which
-    would run whatever code the file carries; stnet never does that, so the advice is never shown."""
-    text = _ANSI.sub("", str(e))
-    refused = _REFUSED_GLOBAL.search(text)
-    if refused:
-        return (
-            f"it holds pickled Python objects, not only tensors (it calls {refused.group(1)}); stnet "
-            "never runs code from a file"
-        )
-    if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
-        return f"it is not a plain tensor file ({_first_sentence(detail)}); stnet never runs code from a file"
-    if "TorchScript archive" in text:
-        return "it is a TorchScript archive (a model with code), not a weight file"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
-    return f"{type(e).__name__}: {_first_sentence(lines[0])}" if lines else type(e).__name__
-
-
-def _first_sentence(text: str) -> str:
-    return text.split(". ", 1)[0].rstrip(".")
-
-
-def torch_load_safely(source: str | os.PathLike | bytes, *, mmap: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True`` (tensors, numbers, strings and containers only: no code
-    runs). Raises ``ValueError`` with :func:`unsafe_load_reason` as its message."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "dispatching to torch.jit.load" before refusing it
-            if isinstance(source, bytes):
-                return torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
-            return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
-    except OSError:
-        raise
-    except Exception as e:
-        raise ValueError(unsafe_load_reason(e)) from None
-
-
 def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
     """Read a training checkpoint written by :func:`save_checkpoint` (no code runs on load).
 
@@ -180,3 +159,89 @@ class CheckpointDir:
         for old in self.periodic()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
+
+
+def read_training_checkpoint(path: str | Path) -> dict | None:
+    """The contents of an stnet training checkpoint (which carries its config), or of a converted
+    .safetensors that carries one (:func:`~stnet.weights.read_described_weights`); None for weight files."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"PK":  # not a torch zip archive: MindSpore .ckpt, safetensors, ...
+            return read_described_weights(path)
+    try:
+        return load_checkpoint(path, mmap=True)  # read twice (config, then model): tensors read once
+    except CheckpointError:
+        return None
+
+
+def checkpoint_config(checkpoint: str | Path, config: str | None, overrides: Sequence[str]) -> Config:
+    """The config to use a checkpoint with: defaults ← the training checkpoint's own config (if it is
+    one: its data settings, dataset_path, ...) ← the ``--config`` file ← ``--key value`` overrides.
+
+    The keys that shape the weights (:data:`stnet.config.WEIGHT_KEYS`) are the training checkpoint's:
+    a ``--config`` file or flag that sets one to another value is a ConfigError that says so. Every
+    other key (T, sizes, sampling, batch, device, ...) can be overridden."""
+    saved = read_training_checkpoint(checkpoint) if Path(checkpoint).is_file() else None
+    if saved is None:
+        return load_config(config, list(overrides))
+    _refuse_weight_conflicts(checkpoint, saved["config"], config, overrides)
+    return load_config(config, list(overrides), base=saved["config"])
+
+
+def _in_file(path: Path, key: str, value: object) -> str:
+    return f"{key}: {value} in {path}"
+
+
+def _refuse_weight_conflicts(
+    checkpoint: str | Path, saved: Mapping, config: str | None, overrides: Sequence[str]
+) -> None:
+    sources: list[tuple[dict, Callable[[str, object], str]]] = []
+    if config:
+        path = resolve_config_path(str(config))
+        from_file: dict = {}
+        apply_overrides(from_file, read_yaml(path), [])
+        sources.append((from_file, functools.partial(_in_file, path)))
+    if overrides:
+        from_flags: dict = {}
+        apply_overrides(from_flags, parse_cli_overrides(list(overrides)), [])
+        sources.append((from_flags, lambda k, v: f"--{k} {v}"))
+    for given, name in reversed(sources):  # the flags, which win over the file, are reported first
+        for key in WEIGHT_KEYS:
+            if key in given and key in saved and given[key] != saved[key]:
+                raise ConfigError(
+                    f"{name(key, given[key])} conflicts with the checkpoint {checkpoint}, whose weights "
+                    f"have {key} {saved[key]}: {', '.join(WEIGHT_KEYS)} come from the checkpoint; "
+                    f"drop the setting (T, sizes, clips, crops, batch and device can be changed)"
+                )
+
+
+def model_for_checkpoint(
+    path: str | Path, cfg: Config, log: Callable[[str], None] = log_stderr
+) -> tuple[nn.Module, Config, list[str] | None]:
+    """The model a checkpoint holds, the config it goes with, and its class names if it knows them.
+
+    An stnet training checkpoint brings the keys that shape its weights (the config's are replaced by
+    the checkpoint's; :func:`checkpoint_config` refuses conflicting user settings) and its class
+    names; T and every data setting stay ``cfg``'s. Any other weight file is loaded into the model
+    ``cfg`` describes, and must be a whole StNet."""
+    if not Path(path).is_file():
+        raise WeightsError(f"checkpoint not found: {path}")
+    saved = read_training_checkpoint(path)
+    if saved is not None:
+        arch = {k: saved["config"][k] for k in WEIGHT_KEYS if k in saved["config"]}
+        changed = {k: v for k, v in arch.items() if getattr(cfg, k) != v}
+        if changed:
+            log("using the checkpoint's model settings: " + ", ".join(f"{k}={v}" for k, v in changed.items()))
+            cfg = dataclasses.replace(cfg, **arch)
+        model = build_model(cfg)
+        if not isinstance(saved.get("model"), Mapping):
+            raise WeightsError(f"{path}: a training checkpoint without model weights")
+        # the saved config may not describe the tensors (an edited or crafted file): one line, not a traceback
+        fitted, _ = fit_state_dict(model, saved["model"], path=str(path))
+        model.load_state_dict(fitted)
+        return model, cfg, saved.get("classes")
+    model = build_model(cfg)
+    if load_weights(model, path).kind != "stnet":
+        raise WeightsError(
+            f"{path} holds ImageNet backbone weights, not a trained StNet: nothing to evaluate"
+        )
+    return model, cfg, None

@@ -129,8 +129,9 @@ def cmd_train(args: argparse.Namespace, rest: Sequence[str]) -> int:
 def cmd_eval(args: argparse.Namespace, rest: Sequence[str]) -> int:
     import json
 
+    from stnet.checkpoint import checkpoint_config
     from stnet.distributed import distributed_run
-    from stnet.evaluation import checkpoint_config, run_eval
+    from stnet.evaluation import run_eval
     from stnet.runtime import resolve_device
 
     cfg = checkpoint_config(args.checkpoint, args.config, rest)
@@ -176,7 +177,7 @@ def cmd_export(args: argparse.Namespace, rest: Sequence[str]) -> int:
 def _export(args: argparse.Namespace, rest: Sequence[str]) -> int:
     import dataclasses
 
-    from stnet.evaluation import checkpoint_config, model_for_checkpoint
+    from stnet.checkpoint import checkpoint_config, model_for_checkpoint
     from stnet.export import calibration_clips, check_output, export_model
     from stnet.runners import ModelInfo, class_names_for
 

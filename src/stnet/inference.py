@@ -51,8 +51,8 @@ def checkpoint_runner(
 ) -> Runner:
     """Run a checkpoint (stnet training checkpoint, stnet weights or a reference MindSpore StNet) in
     PyTorch fp32 on the configured device, described by the same :class:`ModelInfo` an export carries."""
-    from stnet.evaluation import log_stderr, model_for_checkpoint
-    from stnet.runtime import resolve_device
+    from stnet.checkpoint import model_for_checkpoint
+    from stnet.runtime import log_stderr, resolve_device
 
     model, cfg, classes = model_for_checkpoint(checkpoint, cfg, log or log_stderr)
     info = ModelInfo.from_config(cfg, class_names_for(cfg, classes, classes_file))
@@ -348,7 +348,7 @@ def open_model(
 ) -> Runner:
     """The Runner of ``--model`` (an export) or of ``--checkpoint`` (with ``--config`` and overrides).
     ``trust_model`` allows pt2/TorchScript exports, whose loading can run code (see ``load_exported``)."""
-    from stnet.evaluation import checkpoint_config
+    from stnet.checkpoint import checkpoint_config
     from stnet.runners import load_exported
 
     if (model is None) == (checkpoint is None):

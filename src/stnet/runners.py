@@ -262,7 +262,7 @@ def _check_pt2_archive(data: bytes) -> None:
     """Refuse a pt2 archive with anything torch.export.save does not write, or with pickled entries
     that ``torch.export.load`` would unpickle with ``weights_only=False`` (legacy weight files, pickled
     weights or constants, custom objects)."""
-    from stnet.checkpoint import torch_load_safely
+    from stnet.weights import torch_load_safely
 
     archive, root, entries = _zip_entries(data, "pt2")
     if "archive_format" not in entries:

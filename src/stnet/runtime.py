@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from stnet.errors import StnetError
@@ -29,3 +31,8 @@ def resolve_device(name: str = "auto") -> torch.device:
                 f"device: '{name}' does not exist; this machine has {torch.cuda.device_count()} GPU(s)"
             )
     return device
+
+
+def log_stderr(message: str) -> None:
+    """Logs and progress go to stderr: stdout carries only results (``--json``: only JSON)."""
+    print(message, file=sys.stderr, flush=True)

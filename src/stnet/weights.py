@@ -16,19 +16,21 @@ Two kinds of source are recognised from the names they hold:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from stnet import mindspore_ckpt
-from stnet.checkpoint import torch_load_safely
 from stnet.errors import OSFailure, StnetError
 from stnet.fileio import atomic_write_bytes, refuse_overwriting_inputs
 
@@ -45,6 +47,50 @@ _MS_SUFFIX = {
     "moving_mean": "running_mean",
     "moving_variance": "running_var",
 }
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def unsafe_load_reason(e: Exception) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused or failed, in one clause for the user.
+
+    Torch's own message is many lines long and advises retrying with ``weights_only=False``, which
+    would run whatever code the file carries; stnet never does that, so the advice is never shown."""
+    text = _ANSI.sub("", str(e))
+    refused = _REFUSED_GLOBAL.search(text)
+    if refused:
+        return (
+            f"it holds pickled Python objects, not only tensors (it calls {refused.group(1)}); stnet "
+            "never runs code from a file"
+        )
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        return f"it is not a plain tensor file ({_first_sentence(detail)}); stnet never runs code from a file"
+    if "TorchScript archive" in text:
+        return "it is a TorchScript archive (a model with code), not a weight file"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+    return f"{type(e).__name__}: {_first_sentence(lines[0])}" if lines else type(e).__name__
+
+
+def _first_sentence(text: str) -> str:
+    return text.split(". ", 1)[0].rstrip(".")
+
+
+def torch_load_safely(source: str | os.PathLike | bytes, *, mmap: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True`` (tensors, numbers, strings and containers only: no code
+    runs). Raises ``ValueError`` with :func:`unsafe_load_reason` as its message."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "dispatching to torch.jit.load" before refusing it
+            if isinstance(source, bytes):
+                return torch.load(io.BytesIO(source), map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+    except OSError:
+        raise
+    except Exception as e:
+        raise ValueError(unsafe_load_reason(e)) from None
 
 
 class WeightsError(StnetError, ValueError):
