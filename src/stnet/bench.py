@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from stnet.errors import StnetError
 from stnet.model import FrozenCompiled, StNet, to_channels_last
+from stnet.runtime import autocast, autocast_dtype
 
 # ----------------------------------------------------------------------------------------------------
 # What a run measures
@@ -255,8 +256,6 @@ def matmul_gflops(dtype: torch.dtype, n: int, seconds: float, device: torch.devi
 
 def fast_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``precision: auto`` here (None: fp32 is the fast path)."""
-    from stnet.engine import autocast_dtype
-
     return autocast_dtype("auto", device)
 
 
@@ -277,10 +276,6 @@ def prepare_variant(
             return torch.compile(model, dynamic=False), dtype
         return FrozenCompiled(model), dtype
     return model, dtype
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -329,7 +324,7 @@ def train_case(kind: str, plan: Workload, variant: str, size: int, batch: int, d
     y = torch.randint(0, plan.classes, (batch,), device=device)
 
     def step() -> None:
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             loss = F.cross_entropy(net(x).float(), y)
         loss.backward()
         optimizer.step()
@@ -401,7 +396,7 @@ def _torch_infer(
 
     @torch.inference_mode()
     def run() -> object:
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             return net(x)
 
     return run

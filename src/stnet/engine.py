@@ -11,8 +11,6 @@ import contextlib
 import itertools
 import json
 import math
-import os
-import random
 import re
 import sys
 import time
@@ -21,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,46 +53,12 @@ from stnet.metrics import EvalResult, ScoreAccumulator
 from stnet.model import build_model, to_channels_last
 from stnet.optim import base_lr, build_optimizer, global_batch, lr_at, lr_line, set_lr
 from stnet.plots import plot_curves
-from stnet.runtime import resolve_device
+from stnet.runtime import autocast, autocast_dtype, resolve_device, seed_everything
 from stnet.weights import load_weights, read_weights
 
 
 class TrainingError(StnetError, RuntimeError):
     """A run that cannot start or continue; the message says why and what to do."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# Precision and determinism
-# ----------------------------------------------------------------------------------------------------
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; None means plain fp32.
-
-    ``auto`` picks bf16 where the hardware computes it natively (CPUs with AVX-512 BF16 or AMX, CUDA
-    Ampere and newer), fp16 on older GPUs, and fp32 on other CPUs.
-    """
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return torch.bfloat16 if native else None
-
-
-def seed_everything(seed: int, deterministic: bool) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -194,11 +157,6 @@ def _timed(loader: Iterable) -> Iterator[tuple[float, Any]]:
         except StopIteration:
             return
         yield time.perf_counter() - start, item
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """The autocast context for ``dtype`` on ``device`` (plain fp32 when ``dtype`` is None); reusable."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def _grad_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
@@ -387,7 +345,7 @@ def evaluate(
             print(f"unreadable video, {fate}: {why}", file=sys.stderr, flush=True)
             acc.add_unreadable([index], [label])
         if batch.views is not None:
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with autocast(device, amp_dtype):
                 logits = model(batch.views.to(device, non_blocking=True)).float().cpu()
             acc.add(batch.video_ids, logits, batch.labels, batch.view_ids, batch.weights)
         progress.update()
