@@ -22,15 +22,14 @@ from stnet.datasets import (
     ClipSpec,
     DataError,
     Sample,
-    ShardSampler,
     Split,
     VideoClipDataset,
     build_dataset,
-    build_loader,
     frame_files,
     read_reference_pickle,
 )
 from stnet.distributed import DistInfo
+from stnet.loader import ShardSampler, build_loader
 from stnet.sampling import kinetics_indices, ucf_indices
 from videos import barcode_frame, read_barcode, write_video
 

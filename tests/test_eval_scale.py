@@ -14,10 +14,11 @@ from torch import nn
 
 from stnet.cli import main
 from stnet.config import load_config
-from stnet.datasets import ClipSpec, Sample, VideoClipDataset, build_loader
+from stnet.datasets import ClipSpec, Sample, VideoClipDataset
 from stnet.distributed import DistInfo
 from stnet.engine import evaluate
 from stnet.inference import accuracy_lines
+from stnet.loader import build_loader
 from stnet.metrics import ScoreAccumulator
 from stnet.model import build_model
 from videos import write_colour_dataset, write_video

@@ -1,4 +1,4 @@
-"""Datasets of StNet clips and the DataLoader around them.
+"""Datasets of StNet clips (the DataLoader around them is :mod:`stnet.loader`).
 
 A sample is a video in one of four forms, recognised by its path:
 
@@ -29,20 +29,19 @@ import random
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset
 
 from stnet.clipstore import SUFFIX as CLIP_SUFFIX
 from stnet.clipstore import ClipReader, decode_jpeg
 from stnet.config import Config
-from stnet.distributed import DistInfo
 from stnet.errors import DataError
 from stnet.lists import read_classes, read_text
 from stnet.sampling import RECIPES, frame_indices
@@ -60,21 +59,16 @@ from stnet.video import count_packets, read_frames
 __all__ = [
     "ClipSpec",
     "DataError",
-    "EvalBatch",
     "Sample",
-    "ShardSampler",
     "Split",
     "VideoClipDataset",
     "build_dataset",
-    "build_loader",
-    "collate_eval",
     "detect_format",
     "frame_files",
     "read_classes",
     "read_list",
     "read_reference_pickle",
     "resolve_frame_colors",
-    "seed_worker",
     "with_frame_colors",
 ]
 
@@ -721,135 +715,3 @@ def class_mismatch(data: Sequence[str], model: Sequence[str], shown: int = 3) ->
     pairs = "; ".join(f"{i}: dataset {data[i]!r}, model {model[i]!r}" for i in differ[:shown])
     more = f" (and {len(differ) - shown} more)" if len(differ) > shown else ""
     return f"the dataset's classes differ from the model's at {len(differ)} positions ({pairs}{more})"
-
-
-# ----------------------------------------------------------------------------------------------------
-# Loading
-# ----------------------------------------------------------------------------------------------------
-
-
-def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn``: seed Python and NumPy from the worker's torch seed.
-
-    torch gives each worker ``base_seed + worker_id`` (base_seed drawn from the loader's generator), so
-    workers differ from each other and from one epoch to the next, and a seeded loader repeats. (stnet's
-    own datasets do not need this: they draw every item's augmentation from (seed, epoch, index).)
-    """
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-class ShardSampler(Sampler[int]):
-    """Every ``num_replicas``-th index from ``rank``, in order, without padding: a distributed
-    evaluation then counts every video exactly once (processes may see one sample more or less)."""
-
-    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0) -> None:
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
-        self.size, self.num_replicas, self.rank = size, num_replicas, rank
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.size, self.num_replicas))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.size, self.num_replicas))
-
-
-class EvalBatch(NamedTuple):
-    """A batch of evaluation: the distinct views of its readable videos, one row each, and the videos
-    that could not be read."""
-
-    views: torch.Tensor | None  # (rows, T, 3N, S, S); None when no video of the batch could be read
-    video_ids: torch.Tensor  # (rows,) dataset index of each row's video
-    view_ids: torch.Tensor  # (rows,) position of the view among its video's K·C views
-    weights: torch.Tensor  # (rows,) how many identical views the row stands for
-    labels: torch.Tensor  # (rows,)
-    unreadable: list[tuple[int, int, str]]  # (dataset index, listed label or -1, why)
-
-
-class Indexed(Dataset):
-    """Items ``(index, views, label, view_ids, weights)`` for evaluation, which must know which video
-    and view each score belongs to; each distinct view comes once (see
-    :meth:`VideoClipDataset.distinct_views`). A video that cannot be read becomes
-    ``(index, None, listed label, None, why)``: counted by the evaluation, not fatal."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple:
-        try:
-            if isinstance(self.dataset, VideoClipDataset):
-                views, label, view_ids, weights = self.dataset.distinct_views(index)
-            else:
-                clip, label = self.dataset[index]
-                views = clip if clip.ndim == 5 else clip.unsqueeze(0)
-                view_ids, weights = torch.arange(len(views)), torch.ones(len(views), dtype=torch.long)
-        except (DataError, OSError) as e:
-            known = self.dataset.label_of(index) if isinstance(self.dataset, VideoClipDataset) else -1
-            return index, None, known, None, str(e)
-        return index, views, label, view_ids, weights
-
-
-def collate_eval(items: list[tuple]) -> EvalBatch:
-    """Concatenate the items' views into one batch of rows (videos may have different view counts)."""
-    good = [it for it in items if it[1] is not None]
-    bad = [(int(it[0]), int(it[2]), str(it[4])) for it in items if it[1] is None]
-    if not good:
-        empty = torch.empty(0, dtype=torch.long)
-        return EvalBatch(None, empty, empty, empty, empty, bad)
-    counts = [len(it[1]) for it in good]
-    return EvalBatch(
-        torch.cat([it[1] for it in good]),
-        torch.repeat_interleave(torch.tensor([it[0] for it in good]), torch.tensor(counts)),
-        torch.cat([it[3] for it in good]),
-        torch.cat([it[4] for it in good]),
-        torch.repeat_interleave(torch.tensor([int(it[2]) for it in good]), torch.tensor(counts)),
-        bad,
-    )
-
-
-def build_loader(
-    dataset: Dataset,
-    cfg: Config,
-    dist: DistInfo,
-    device: torch.device,
-    *,
-    train: bool,
-    epoch: int = 0,
-    batch_size: int | None = None,
-) -> DataLoader:
-    """A DataLoader for one epoch.
-
-    Training: shuffled by ``(seed, epoch)`` and split over processes (DistributedSampler), incomplete last
-    batch dropped. Evaluation: every video exactly once over all processes (rank r takes r, r+W, ...,
-    no padding), nothing dropped, items carry their index.
-    """
-    if train:
-        sampler: Any = DistributedSampler(
-            dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed
-        )
-        sampler.set_epoch(epoch)
-    else:
-        dataset = Indexed(dataset)
-        sampler = ShardSampler(len(dataset), dist.world_size, dist.rank)
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)  # stnet datasets draw augmentations from (seed, epoch, index)
-    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size or cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        pin_memory=device.type == "cuda",
-        drop_last=train,
-        worker_init_fn=seed_worker,
-        generator=generator,
-        # fresh workers each epoch, seeded from (seed, epoch, rank): a resumed run then draws exactly
-        # the augmentations an uninterrupted one would have
-        persistent_workers=False,
-        collate_fn=None if train else collate_eval,
-    )

@@ -36,7 +36,7 @@ from stnet.checkpoint import (
     set_rng_state,
 )
 from stnet.config import MODEL_KEYS, Config
-from stnet.datasets import VideoClipDataset, build_loader, frame_counts
+from stnet.datasets import VideoClipDataset, frame_counts
 from stnet.distributed import (
     DistInfo,
     all_gather_objects,
@@ -49,6 +49,7 @@ from stnet.distributed import (
 )
 from stnet.errors import StnetError
 from stnet.fileio import atomic_write_bytes, folder_lock
+from stnet.loader import build_loader
 from stnet.metrics import EvalResult, ScoreAccumulator
 from stnet.model import build_model, to_channels_last
 from stnet.optim import base_lr, build_optimizer, global_batch, lr_at, lr_line, set_lr
@@ -329,7 +330,7 @@ def evaluate(
     desc: str = "eval",
     skip_unreadable: bool = False,
 ) -> EvalResult | None:
-    """Scores for every video of ``loader`` (batches of :class:`~stnet.datasets.EvalBatch`, from
+    """Scores for every video of ``loader`` (batches of :class:`~stnet.loader.EvalBatch`, from
     ``build_loader(..., train=False)``), softmax-averaged over each video's views.
 
     Each process sums its videos' views as they come (one row per video); rank 0 gathers those rows and
@@ -491,7 +492,7 @@ def count_video_frames(
 ) -> None:
     """Count the frames of every raw video in ``datasets`` once, before any loader starts.
 
-    Each epoch's loader starts fresh worker processes (see :func:`stnet.datasets.build_loader`), which
+    Each epoch's loader starts fresh worker processes (see :func:`stnet.loader.build_loader`), which
     would otherwise scan every video's packets again; the processes split the videos between them and
     share the counts.
     """

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from stnet.checkpoint import model_for_checkpoint
 from stnet.config import Config
-from stnet.datasets import build_dataset, build_loader, class_mismatch, eval_views
+from stnet.datasets import build_dataset, class_mismatch, eval_views
 from stnet.distributed import DistInfo
 from stnet.engine import evaluate
 from stnet.errors import DataError, StnetError, os_error_line
 from stnet.fileio import atomic_write_bytes, check_writable_folder
+from stnet.loader import build_loader
 from stnet.metrics import EvalResult
 from stnet.model import FrozenCompiled, to_channels_last
 from stnet.runtime import autocast_dtype, log_stderr

@@ -26,7 +26,6 @@ from stnet.datasets import (
     Sample,
     VideoClipDataset,
     build_dataset,
-    build_loader,
     class_mismatch,
     eval_views,
 )
@@ -34,6 +33,7 @@ from stnet.distributed import DistInfo
 from stnet.engine import evaluate
 from stnet.errors import DataError, StnetError, os_error_line
 from stnet.fileio import atomic_write_bytes, check_writable_folder
+from stnet.loader import build_loader
 from stnet.metrics import EvalResult, softmax
 from stnet.runners import ExportError, ModelInfo, Runner, class_names_for
 from stnet.video import VIDEO_SUFFIXES, is_video_file, open_video
