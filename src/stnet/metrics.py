@@ -3,9 +3,9 @@
 Video-level evaluation sees each video through several *views* (K temporal clips × crops), possibly in
 different batches and on different ranks. :class:`ScoreAccumulator` averages each video's views as they
 arrive (a running float32 sum of softmax probabilities per video, as TSN and Paddle's StNet test
-average), counting each ``(video id, view id)`` once, so its memory is one row per video however many
-views there are. :class:`EvalResult` holds the numbers and writes the report files; listed videos that
-could not be read count as misses unless the caller skips them.
+average), keeping the first score of each ``(video id, view id)`` and ignoring repeats, so its memory
+is one row per video however many views there are. :class:`EvalResult` holds the numbers and writes
+the report files; listed videos that could not be read count as misses unless the caller skips them.
 
 Ties between classes are broken towards the lower class index everywhere (the order of ``argmax``), so
 top-1 is always the accuracy of the predictions in the confusion matrix.
@@ -379,8 +379,8 @@ class ScoreAccumulator:
     ``state()`` is plain numpy (and Python ints), one row per video, for
     ``torch.distributed.gather_object``; rebuild with ``from_state`` and ``merge`` them. Two parts of one
     video's views merge when they are disjoint (views split over processes) or one holds all the views of
-    the other (a padded duplicate, counted once); a partial overlap cannot be taken apart from sums and
-    is refused.
+    the other (the one holding more is kept, so no view is counted twice); a partial overlap cannot be
+    taken apart from sums and is refused.
     """
 
     def __init__(self, num_classes: int | None = None, average: str = "softmax") -> None:
