@@ -31,7 +31,6 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +45,7 @@ import torch.nn.functional as F
 
 from stnet.errors import StnetError
 from stnet.model import FrozenCompiled, StNet, to_channels_last
-from stnet.runtime import autocast, autocast_dtype
+from stnet.runtime import autocast, autocast_dtype, log_stderr
 
 # ----------------------------------------------------------------------------------------------------
 # What a run measures
@@ -576,10 +575,6 @@ def epoch_wait(plan: Workload, store: Path, root: Path) -> dict[str, Any]:
     }
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _quiet(_message: str) -> None:
     """The training log, which the benchmark does not show."""
 
@@ -810,7 +805,7 @@ def run_bench(
     Progress goes to ``say`` (default: stderr)."""
     from stnet.runtime import resolve_device
 
-    say = say or _progress
+    say = say or log_stderr
     device = resolve_device(device_name)
     plan = QUICK_WORKLOAD if quick else FULL_WORKLOAD
     if compile is not None:

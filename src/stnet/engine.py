@@ -54,7 +54,7 @@ from stnet.metrics import EvalResult, ScoreAccumulator
 from stnet.model import build_model, to_channels_last
 from stnet.optim import base_lr, build_optimizer, global_batch, lr_at, lr_line, set_lr
 from stnet.plots import plot_curves
-from stnet.runtime import autocast, autocast_dtype, resolve_device, seed_everything
+from stnet.runtime import autocast, autocast_dtype, log_stderr, resolve_device, seed_everything
 from stnet.weights import load_weights, read_weights
 
 
@@ -462,10 +462,6 @@ def _write_history(path: Path, history: list[dict]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in history).encode())
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _silent(_message: str) -> None:
     pass
 
@@ -540,7 +536,7 @@ def fit(
     class_names: list[str],
     *,
     dist: DistInfo | None = None,
-    log: Callable[[str], None] = _stderr,
+    log: Callable[[str], None] = log_stderr,
 ) -> RunState:
     """Train ``cfg.num_epochs`` epochs (continuing a resumed run), evaluating and checkpointing as
     configured. Returns the final :class:`RunState`. ``log`` gets the progress lines (default: stderr)."""
