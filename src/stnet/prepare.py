@@ -1100,7 +1100,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in sorted(vars(args).items()) if k not in ("func", "command", "quiet")}
 
 
-def _run(args: argparse.Namespace, rest: Sequence[str], make_plan: Callable[[], Plan]) -> int:
+def _plan_and_execute(args: argparse.Namespace, rest: Sequence[str], make_plan: Callable[[], Plan]) -> int:
     _no_rest(rest)
     settings = _settings(args)
     execute(
@@ -1116,7 +1116,7 @@ def _run(args: argparse.Namespace, rest: Sequence[str], make_plan: Callable[[], 
 
 
 def cmd_ucf101(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    return _run(
+    return _plan_and_execute(
         args,
         rest,
         lambda: plan_ucf101(Path(args.source), args.annotations, args.split, args.random_split, args.seed),
@@ -1124,11 +1124,11 @@ def cmd_ucf101(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
 
 def cmd_kinetics(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    return _run(args, rest, lambda: plan_kinetics(args.csv, Path(args.source), args.label_file))
+    return _plan_and_execute(args, rest, lambda: plan_kinetics(args.csv, Path(args.source), args.label_file))
 
 
 def cmd_list(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    return _run(
+    return _plan_and_execute(
         args, rest, lambda: plan_list(args.list or [], Path(args.root), args.folders, args.label_file)
     )
 
