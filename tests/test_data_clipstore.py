@@ -35,9 +35,11 @@ def test_round_trip_and_random_access(tmp_path: Path) -> None:
         with pytest.raises(IndexError):
             reader.read_jpegs([40])
     assert (
-        path.stat().st_size == clipstore.HEADER_SIZE + sum(map(len, jpegs)) + 8 * 41 + clipstore.SOURCE_SIZE
+        path.stat().st_size
+        == clipstore.HEADER_SIZE + sum(map(len, jpegs)) + 8 * 41 + clipstore.SOURCE_SIZE + clipstore.RATE_SIZE
     )
-    assert info.version == 2 and info.source is None  # written without a source: unknown
+    assert info.version == 3 and info.source is None  # written without a source: unknown
+    assert (info.source_fps, info.source_frames) == (29.97, 40)  # every frame stored
 
 
 def test_source_stamp_is_recorded_and_checked(tmp_path: Path) -> None:
@@ -71,7 +73,7 @@ def test_version_1_files_are_still_read(tmp_path: Path) -> None:
     path = tmp_path / "v.stclip"
     jpegs = [_jpeg(i) for i in range(5)]
     clipstore.write_clip(path, jpegs, (64, 48))
-    data = bytearray(path.read_bytes()[: -clipstore.SOURCE_SIZE])  # version 1: no source record
+    data = bytearray(path.read_bytes()[: -clipstore.SOURCE_SIZE - clipstore.RATE_SIZE])  # version 1
     data[8:12] = (1).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     assert clipstore.is_complete(path)

@@ -107,6 +107,8 @@ def test_ucf101_official_split(ucf: Path, tmp_path: Path) -> None:
         "fixed_aspect": False,
         "quality": 90,
         "keep_partial": False,
+        "fps": None,
+        "max_frames": None,
     }
 
     # every frame present, in order, resized keeping the aspect (64x48 -> 171x128)

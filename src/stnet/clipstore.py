@@ -9,8 +9,12 @@ Layout (little endian)::
              index_offset itself
     source   48 bytes (version 2): the source video's size u64, mtime_ns i64 and the SHA-256 of its
              first and last MiB (all zero: unknown), so that a rerun notices a replaced source
+    rate     16 bytes (version 3): the source's frame rate f64 and frame count u64. The header's fps is
+             the rate of the stored frames: lower when ``prepare --fps``/``--max-frames`` kept only
+             some frames (:class:`stnet.sampling.Timeline` maps the source's frames to the stored ones)
 
-Version 1 files (without the source record) are still read.
+Version 1 files (without the source record) and version 2 files (without the rate record: every
+source frame stored) are still read.
 
 Any frame is read with two small reads (header, index) plus one per run of nearby frames, without
 decoding the others. There is no pickle: reading a file never runs code. A file is *complete* only if
@@ -40,15 +44,18 @@ except ImportError:  # pragma: no cover - Pillow is always there
 
 from stnet.errors import DataError
 from stnet.fileio import atomic_path
+from stnet.sampling import Timeline
 
 SUFFIX = ".stclip"
 MAGIC = b"STNCLIP1"
-VERSION = 2  # what is written; 1 (no source record) is still read
-_READABLE = (1, 2)
+VERSION = 3  # what is written; 1 (no source record) and 2 (no rate record) are still read
+_READABLE = (1, 2, 3)
 _HEADER = struct.Struct("<8sIIIIdQ")
 HEADER_SIZE = _HEADER.size  # 40
 _SOURCE = struct.Struct("<Qq32s")
 SOURCE_SIZE = _SOURCE.size  # 48
+_RATE = struct.Struct("<dQ")
+RATE_SIZE = _RATE.size  # 16
 _HASHED = 1 << 20  # bytes hashed at each end of a source video
 _MAX_GAP = 4  # read nearby frames in one read when at most this many unwanted frames lie between them
 
@@ -105,11 +112,19 @@ class ClipInfo:
     index_offset: int
     version: int = VERSION
     source: SourceStamp | None = None
+    source_fps: float = 0.0  # before version 3: the stored rate (every frame was stored)
+    source_frames: int = 0  # before version 3: num_frames
 
     @property
     def size(self) -> int:
         """The size a complete file with this header has."""
-        return self.index_offset + 8 * (self.num_frames + 1) + (SOURCE_SIZE if self.version >= 2 else 0)
+        trailer = (SOURCE_SIZE if self.version >= 2 else 0) + (RATE_SIZE if self.version >= 3 else 0)
+        return self.index_offset + 8 * (self.num_frames + 1) + trailer
+
+    @property
+    def timeline(self) -> Timeline:
+        """How the stored frames sit on the source's frames (what the samplers sample from)."""
+        return Timeline(self.num_frames, self.fps, self.source_frames, self.source_fps)
 
 
 def _parse_header(data: bytes, path: str | os.PathLike) -> ClipInfo:
@@ -122,26 +137,30 @@ def _parse_header(data: bytes, path: str | os.PathLike) -> ClipInfo:
         raise DataError(f"{path}: clip file version {version} is not supported (expected {VERSION})")
     if index_offset < HEADER_SIZE:
         raise DataError(f"{path}: clip file is incomplete (a writer was interrupted)")
-    return ClipInfo(n, width, height, fps, index_offset, version)
+    return ClipInfo(n, width, height, fps, index_offset, version, None, fps, n)
 
 
-def _read_source(f: io.BufferedReader, info: ClipInfo) -> SourceStamp | None:
+def _read_trailer(f: io.BufferedReader, info: ClipInfo) -> ClipInfo:
+    """``info`` with what the records after the index say (source stamp, source rate and count)."""
     if info.version < 2:
-        return None
+        return info
     f.seek(info.index_offset + 8 * (info.num_frames + 1))
-    data = f.read(SOURCE_SIZE)
-    if len(data) != SOURCE_SIZE:
-        return None
-    size, mtime_ns, digest = _SOURCE.unpack(data)
-    return SourceStamp(size, mtime_ns, digest) if digest != bytes(32) else None
+    data = f.read(SOURCE_SIZE + RATE_SIZE)
+    if len(data) < SOURCE_SIZE:
+        return info
+    size, mtime_ns, digest = _SOURCE.unpack_from(data)
+    if digest != bytes(32):
+        info = dataclasses.replace(info, source=SourceStamp(size, mtime_ns, digest))
+    if info.version >= 3 and len(data) == SOURCE_SIZE + RATE_SIZE:
+        source_fps, source_frames = _RATE.unpack_from(data, SOURCE_SIZE)
+        info = dataclasses.replace(info, source_fps=source_fps, source_frames=source_frames)
+    return info
 
 
 def read_info(path: str | os.PathLike) -> ClipInfo:
-    """The header of the clip file at ``path``, with its source stamp (DataError if it is not one)."""
+    """The header of the clip file at ``path``, with its trailing records (DataError if it is not one)."""
     with open(path, "rb") as f:
-        info = _parse_header(f.read(HEADER_SIZE), path)
-        source = _read_source(f, info)
-    return dataclasses.replace(info, source=source)
+        return _read_trailer(f, _parse_header(f.read(HEADER_SIZE), path))
 
 
 def is_complete(path: str | os.PathLike) -> bool:
@@ -173,8 +192,12 @@ class ClipWriter:
 
     def __init__(self, path: str | os.PathLike, fps: float = 0.0, source: SourceStamp | None = None) -> None:
         self.path = Path(path)
-        self.fps = float(fps)
+        self.fps = float(fps)  # of the stored frames
         self.source = source
+        # the source's rate and frame count when only some of its frames are stored (set before the end
+        # of the with block); by default every frame is stored
+        self.source_fps: float | None = None
+        self.source_frames: int | None = None
         self.size: tuple[int, int] | None = None
         self.offsets: list[int] = [HEADER_SIZE]
         self._atomic = atomic_path(self.path)
@@ -224,6 +247,9 @@ class ClipWriter:
                     f.write(np.asarray(self.offsets, "<u8").tobytes())
                     stamp = self.source or SourceStamp(0, 0, bytes(32))
                     f.write(_SOURCE.pack(stamp.size, stamp.mtime_ns, stamp.digest))
+                    source_fps = self.fps if self.source_fps is None else self.source_fps
+                    source_frames = self.num_frames if self.source_frames is None else self.source_frames
+                    f.write(_RATE.pack(source_fps, source_frames))
                     f.seek(0)
                     f.write(
                         _HEADER.pack(
@@ -271,7 +297,7 @@ class ClipReader:
         self.path = Path(path)
         self._file = open(self.path, "rb")  # noqa: SIM115 (closed by close())
         try:
-            self.info = _parse_header(self._file.read(HEADER_SIZE), self.path)
+            self.info = _read_trailer(self._file, _parse_header(self._file.read(HEADER_SIZE), self.path))
             self._file.seek(self.info.index_offset)
             raw = self._file.read(8 * (self.info.num_frames + 1))
             if len(raw) != 8 * (self.info.num_frames + 1):

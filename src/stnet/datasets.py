@@ -511,7 +511,8 @@ class VideoClipDataset(Dataset):
         label = sample.label
         if kind == "clip":
             with ClipReader(sample.path) as reader:
-                views = choose(len(reader))
+                timeline = reader.info.timeline  # a store at a reduced rate: sampled in source frames
+                views = [timeline.to_stored(view) for view in choose(timeline.sampled_frames)]
                 need = sorted(set(itertools.chain.from_iterable(views)))
                 images = dict(zip(need, reader.read_images(need), strict=True))
         elif kind == "pickle":

@@ -183,3 +183,12 @@ def check_writable_folder(folder: str | os.PathLike, what: str = "reports") -> P
     except OSError as e:
         raise OSFailure(e, folder, f"writing {what} to") from None
     return folder
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes in decimal units, as disks are sold: ``"1.23 GB"``."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")

@@ -50,12 +50,13 @@ from typing import Any
 from PIL import Image
 
 from stnet import clipstore
-from stnet.argtypes import workers_arg
+from stnet.argtypes import float_arg, int_arg, workers_arg
 from stnet.errors import DataError, OSFailure, StnetError, UserError, os_error_line
-from stnet.fileio import atomic_write_bytes, folder_lock, refuse_overwriting_inputs
+from stnet.fileio import atomic_write_bytes, folder_lock, human_bytes, refuse_overwriting_inputs
 from stnet.lists import check_class_name, read_classes, read_lines, read_text
+from stnet.sampling import source_index
 from stnet.transforms import resized_size
-from stnet.video import is_video_file, iter_frames, open_video
+from stnet.video import count_packets, is_video_file, iter_frames, open_video
 
 __all__ = [
     "Job",
@@ -100,6 +101,8 @@ class Settings:
     fixed_aspect: bool = False
     quality: int = 90
     keep_partial: bool = False
+    fps: float | None = None  # store at most this many frames per second (None: every frame)
+    max_frames: int | None = None  # store at most this many frames per video, spread over all of it
 
 
 @dataclass(frozen=True)
@@ -156,23 +159,58 @@ def _probe(path: str) -> tuple[float, int]:
         return (float(stream.average_rate) if stream.average_rate else 0.0), int(stream.frames or 0)
 
 
+def _stored_rate(source: str | os.PathLike, fps: float, settings: Settings) -> float:
+    """The frame rate the clip of ``source`` (``fps`` frames/s) stores: ``fps``, or lower when
+    ``settings.fps`` asks for less or ``settings.max_frames`` would be exceeded (then the video is kept
+    whole at a rate that fits, counting its frames from the packets, without decoding)."""
+    rate = fps
+    if settings.fps is not None:
+        rate = min(rate, settings.fps)
+    if settings.max_frames is not None:
+        frames = count_packets(source)
+        if frames > settings.max_frames:
+            rate = min(rate, settings.max_frames * fps / frames)
+    return rate
+
+
 def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: Settings) -> dict[str, Any]:
     """Decode ``source`` and write it as the clip file ``dest``; DataError (nothing written) if it fails.
 
-    The clip records the source's :class:`~stnet.clipstore.SourceStamp`. Returns ``{"frames", "width",
-    "height"}`` and maybe a ``"warning"``: when ``keep_partial`` kept the frames decoded before an error,
-    or when fewer frames decoded than the header announces (a truncated AVI decodes cleanly up to its
-    cut; headers also lie, so this is only reported). An error writing ``dest`` is an
-    :class:`~stnet.errors.OSFailure`.
+    The clip records the source's :class:`~stnet.clipstore.SourceStamp`, its rate and frame count; at a
+    reduced rate (``settings.fps``/``max_frames``) only the source frames nearest to the stored rate's
+    times are kept (:func:`stnet.sampling.source_index`). Returns ``{"frames", "width", "height", "fps",
+    "source_fps", "source_frames", "bytes", "source_bytes"}`` and maybe a ``"warning"``: when
+    ``keep_partial`` kept the frames decoded before an error, or when fewer frames decoded than the
+    header announces (a truncated AVI decodes cleanly up to its cut; headers also lie, so this is only
+    reported). An error writing ``dest`` is an :class:`~stnet.errors.OSFailure`.
     """
     fps, announced = _probe(str(source))
     try:
         stamp = clipstore.SourceStamp.of(source)
     except OSError as e:
         raise DataError(f"cannot read: {os_error_line(e)}") from None
-    frames = iter_frames(source)
+    rate = _stored_rate(source, fps, settings) if fps > 0 else fps
+    resample = 0 < rate < fps
+    decoded = 0
+    wanted = 0  # the next source frame to store
+    cap = settings.max_frames
+    capped = False  # frames past --max-frames were dropped (the packets undercounted, or no rate)
+
+    def keep(index: int) -> bool:
+        nonlocal decoded, wanted, capped
+        decoded = index + 1
+        if index < wanted:
+            return False
+        if cap is not None and writer.num_frames >= cap:
+            capped = True
+            return False
+        if resample:
+            wanted = source_index(writer.num_frames + 1, rate, fps)
+        return True
+
+    frames = iter_frames(source, keep)
     warning = None
-    with clipstore.ClipWriter(dest, fps, source=stamp) as writer:
+    with clipstore.ClipWriter(dest, rate, source=stamp) as writer:
         while True:
             try:
                 image = next(frames)
@@ -187,10 +225,24 @@ def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: 
             if size != image.size:
                 image = image.resize(size, Image.Resampling.BILINEAR)
             writer.add_image(image, settings.quality)
+        writer.source_fps, writer.source_frames = fps, decoded
         width, height = writer.size or (0, 0)
-        result: dict[str, Any] = {"frames": writer.num_frames, "width": width, "height": height}
-    if warning is None and announced > result["frames"]:
-        warning = f"decoded {result['frames']} frames, the header announces {announced} (truncated file?)"
+        result: dict[str, Any] = {
+            "frames": writer.num_frames,
+            "width": width,
+            "height": height,
+            "fps": rate,
+            "source_fps": fps,
+            "source_frames": decoded,
+        }
+    result["bytes"] = os.path.getsize(dest)
+    result["source_bytes"] = stamp.size
+    if warning is None and announced > decoded:
+        warning = f"decoded {decoded} frames, the header announces {announced} (truncated file?)"
+    if warning is None and capped:
+        warning = (
+            f"--max-frames {cap}: frames past the first {cap} stored were dropped (of {decoded} decoded)"
+        )
     if warning:
         result["warning"] = warning
     return result
@@ -657,8 +709,10 @@ def _remove_leftovers(clips: Path) -> int:
 
 
 def _check_settings(out: Path, previous: dict[str, Any] | None, settings: Settings) -> None:
+    defaults = asdict(Settings(settings.short_side))  # keys an older report lacks had these values
     try:
-        before = Settings(**{k: previous["settings"][k] for k in asdict(settings)})  # type: ignore[index]
+        given = previous["settings"]  # type: ignore[index]
+        before = Settings(**{k: given[k] if k in given else defaults[k] for k in asdict(settings)})
     except (KeyError, TypeError):
         return
     if before != settings:
@@ -738,9 +792,12 @@ def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
 
 
 def _run_jobs(
-    todo: list[tuple[str, str]], settings: Settings, workers: int, progress: bool
+    todo: list[tuple[str, str]], settings: Settings, workers: int, progress: bool, total: int = 0
 ) -> tuple[dict[str, Result], str | None]:
     """Convert ``(source, dest)`` pairs: results by dest, and the first fatal error (then the rest stop).
+
+    After the first :data:`PROJECT_AFTER` conversions the projected size of the store of ``total``
+    videos (default: the pairs) is printed to stderr.
 
     A worker crash fails only the videos in flight. Ctrl-C (or SIGTERM, see :func:`_sigterm_as_ctrl_c`)
     kills the workers and raises KeyboardInterrupt.
@@ -750,10 +807,12 @@ def _run_jobs(
     results: dict[str, Result] = {}
     fatal: str | None = None
     bar = tqdm(total=len(todo), unit="video", desc="prepare", disable=not progress, dynamic_ncols=True)
+    projection = _Projection(total or len(todo), lambda line: bar.write(line, file=sys.stderr))
     try:
         if workers <= 1:
             for source, dest in todo:
                 results[dest] = _work(source, dest, settings)
+                projection.add(results[dest])
                 bar.update()
                 if results[dest][0] == "fatal":
                     return results, str(results[dest][1])
@@ -776,6 +835,7 @@ def _run_jobs(
                     for future in done:
                         source, dest = running.pop(future)
                         results[dest] = future.result()
+                        projection.add(results[dest])
                         bar.update()
                         if results[dest][0] == "fatal" and fatal is None:
                             fatal = str(results[dest][1])
@@ -902,7 +962,7 @@ def execute(
             print(f"stnet: warning: {note}", file=sys.stderr)
         report["leftovers_removed"] = _remove_leftovers(out / CLIPS)
         clip_info, todo = _reusable(out, jobs, report)
-        results = _convert(out, todo, settings, workers, progress, report)
+        results = _convert(out, todo, settings, workers, progress, report, len(clip_info) + len(todo))
         failures = list(plan.failures)
         warnings_: list[dict[str, str]] = [{"source": "", "warning": note} for note in notes]
         reasons: dict[str, str] = {}
@@ -925,6 +985,7 @@ def execute(
                 "failures": failures,
                 "missing": plan.missing,
                 "warnings": warnings_,
+                "bytes": _byte_counts(clip_info),
                 "elapsed_s": round(elapsed, 3),
                 "videos_per_s": round(len(todo) / elapsed, 2) if elapsed > 0 else None,
             }
@@ -960,6 +1021,8 @@ def _reusable(
                     "frames": info.num_frames,
                     "width": info.width,
                     "height": info.height,
+                    "bytes": info.size,
+                    "source_bytes": info.source.size,
                     "reused": True,
                 }
                 continue
@@ -969,6 +1032,47 @@ def _reusable(
     return clip_info, todo
 
 
+def _byte_counts(clip_info: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The report's disk budget: bytes of the prepared videos' sources and clips, and per video."""
+    source = sum(int(c["source_bytes"]) for c in clip_info.values())
+    store = sum(int(c["bytes"]) for c in clip_info.values())
+    videos = len(clip_info)
+    return {
+        "source": source,
+        "store": store,
+        "per_video": round(store / videos) if videos else 0,
+        "store_to_source": round(store / source, 4) if source else None,
+    }
+
+
+PROJECT_AFTER = 100  # converted videos after which the projected store size is printed
+
+
+class _Projection:
+    """Prints, once ``PROJECT_AFTER`` videos are converted, their mean clip size times the run's videos."""
+
+    def __init__(self, total: int, write: Callable[[str], None]) -> None:
+        self.total = total
+        self.write = write
+        self.store: list[int] = []
+        self.source: list[int] = []
+
+    def add(self, result: Result) -> None:
+        status, info = result
+        if status != "ok" or len(self.store) >= PROJECT_AFTER:
+            return
+        self.store.append(int(info["bytes"]))
+        self.source.append(int(info["source_bytes"]))
+        if len(self.store) == PROJECT_AFTER and self.total > PROJECT_AFTER:
+            per_video = sum(self.store) / len(self.store)
+            ratio = sum(self.store) / max(1, sum(self.source))
+            self.write(
+                f"prepare: the first {PROJECT_AFTER} videos take {human_bytes(per_video)} each "
+                f"({ratio:.2f}x their sources); projected store for {self.total} videos: "
+                f"{human_bytes(per_video * self.total)}"
+            )
+
+
 def _convert(
     out: Path,
     todo: list[tuple[str, str]],
@@ -976,10 +1080,11 @@ def _convert(
     workers: int,
     progress: bool,
     report: dict[str, Any],
+    total: int = 0,
 ) -> dict[str, Result]:
     """Run the conversions; on Ctrl-C/SIGTERM or an error writing ``out``: clean up, mark the report."""
     try:
-        results, fatal = _run_jobs(todo, settings, workers, progress)
+        results, fatal = _run_jobs(todo, settings, workers, progress, total)
     except KeyboardInterrupt as e:
         _stop_incomplete(out, report, f"interrupted ({str(e) or 'Ctrl-C'})")
         raise
@@ -1087,7 +1192,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise DataError(f"--quality must be in 1..100, got {args.quality}")
     if args.workers < 1:
         raise DataError(f"--workers must be >= 1, got {args.workers}")
-    return Settings(args.short_side, args.fixed_aspect, args.quality, args.keep_partial)
+    return Settings(
+        args.short_side, args.fixed_aspect, args.quality, args.keep_partial, args.fps, args.max_frames
+    )
 
 
 def _no_rest(rest: Sequence[str]) -> None:
@@ -1159,6 +1266,22 @@ def _common(p: argparse.ArgumentParser, short_side: int) -> None:
         help="the reference's fixed 4:3 frames instead (171x128 at 128, 341x256 at 256)",
     )
     p.add_argument("--quality", type=int, default=90, metavar="Q", help="JPEG quality 1-100 (default 90)")
+    p.add_argument(
+        "--fps",
+        type=float_arg(0, 1000, low_open=True),
+        default=None,
+        metavar="F",
+        help="store at most F frames per second (default: every frame); sampling stays in source time",
+    )
+    p.add_argument(
+        "--max-frames",
+        "--max_frames",
+        dest="max_frames",
+        type=int_arg(1),
+        default=None,
+        metavar="K",
+        help="store at most K frames per video, spread over the whole video (a lower rate for long ones)",
+    )
     p.add_argument(
         "--keep-partial",
         "--keep_partial",

@@ -18,11 +18,19 @@ Two recipes, as the reference's loaders (Kinetics ``video_loader``, UCF101 ``Ucf
   ``seg_len = 0`` (videos shorter than T frames) into index −1; here segment i is then frame
   ``i·L // T`` repeated N times. The reference also samples its val split at random; here eval
   windows are centred (the middle of the train range).
+
+The recipes count *source* frames. A store prepared at a lower rate (``prepare --fps``/``--max-frames``)
+keeps only some of them and records which (:class:`Timeline`): the indices are drawn on the source's
+frames and each is read from the stored frame nearest to it in time, so a clip spans the same seconds
+whatever rate the store was written at.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -30,6 +38,48 @@ from stnet.errors import DataError
 
 RECIPES = ("ucf101", "kinetics400")
 UCF_RATE = 2  # the UCF recipe's frame_sample_rate: an N-frame clip spans a 2N-frame window
+
+
+def source_index(stored: int, fps: float, source_fps: float) -> int:
+    """The source frame kept as stored frame ``stored`` when a ``source_fps`` video is stored at ``fps``:
+    the one nearest to the time ``stored / fps``."""
+    return math.floor(stored * source_fps / fps + 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeline:
+    """``frames`` stored frames at ``fps`` of a video of ``source_frames`` frames at ``source_fps``.
+
+    Stored frame j is source frame :func:`source_index` ``(j)``. Without a known rate (0), or when every
+    frame is stored, the two coincide.
+    """
+
+    frames: int
+    fps: float = 0.0
+    source_frames: int = 0
+    source_fps: float = 0.0
+
+    @property
+    def resampled(self) -> bool:
+        """Whether only some of the source's frames are stored."""
+        return (
+            self.fps > 0
+            and self.source_fps > 0
+            and self.source_frames > self.frames
+            and not math.isclose(self.fps, self.source_fps)
+        )
+
+    @property
+    def sampled_frames(self) -> int:
+        """The frame count the recipes sample from: the source's."""
+        return self.source_frames if self.resampled else self.frames
+
+    def to_stored(self, indices: Iterable[int]) -> list[int]:
+        """Source frame indices → the stored frames nearest to them in time."""
+        if not self.resampled:
+            return list(indices)
+        ratio = self.fps / self.source_fps
+        return [min(self.frames - 1, math.floor(i * ratio + 0.5)) for i in indices]
 
 
 def _check(

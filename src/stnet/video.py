@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import av
@@ -133,9 +133,11 @@ def open_video(path: str | os.PathLike, *, threads: bool = False) -> av.containe
     return container
 
 
-def iter_frames(path: str | os.PathLike) -> Iterator[Image.Image]:
+def iter_frames(path: str | os.PathLike, keep: Callable[[int], bool] | None = None) -> Iterator[Image.Image]:
     """Every frame of the first video stream, in decoding order, as RGB PIL images.
 
+    With ``keep``, it is called with the index of every decoded frame, in order, and only the frames
+    it accepts are converted and yielded (the others are decoded, as they must be, but not converted).
     A decode error raises DataError naming how many frames came before it (a truncated or corrupt
     file); a stream that yields no frame at all raises DataError("no decodable frames").
     """
@@ -147,7 +149,8 @@ def iter_frames(path: str | os.PathLike) -> Iterator[Image.Image]:
         try:
             for frame in container.decode(stream):
                 count += 1
-                yield upright(frame)
+                if keep is None or keep(count - 1):
+                    yield upright(frame)
         except (av.error.FFmpegError, OSError) as e:
             what = (
                 f"truncated or corrupt: decoding failed after {count} frames"
