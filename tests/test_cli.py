@@ -58,7 +58,7 @@ def test_model_summary_matches_the_reference_table(capsys, argv, expected):
         ),
         (
             ["config", "--config", "nope"],
-            "stnet: error: config file not found: nope (built-in configs: kinetics400, ucf101)",
+            "stnet: error: config file not found: nope (built-in configs: hmdb51, kinetics400, ssv2, ucf101)",
         ),
     ],
 )

@@ -109,6 +109,8 @@ def test_ucf101_official_split(ucf: Path, tmp_path: Path) -> None:
         "keep_partial": False,
         "fps": None,
         "max_frames": None,
+        "filename_tmpl": "img_{:05}.jpg",
+        "frames_fps": 30.0,
     }
 
     # every frame present, in order, resized keeping the aspect (64x48 -> 171x128)

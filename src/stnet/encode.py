@@ -11,7 +11,14 @@ import numpy as np
 
 from stnet.fileio import atomic_path
 
-CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".avi": "avi", ".mkv": "matroska"}
+CONTAINERS = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".avi": "avi",
+    ".mkv": "matroska",
+    ".webm": "webm",
+}
 
 
 def encode_video(
@@ -28,16 +35,18 @@ def encode_video(
     hflip: bool = False,
 ) -> Path:
     """Write RGB uint8 frames (``(frames, H, W, 3)`` or a sequence of ``(H, W, 3)``, H and W even) to
-    ``path`` atomically, in the container its suffix names (.mp4, .m4v, .mov, .avi, .mkv).
+    ``path`` atomically, in the container its suffix names (.mp4, .m4v, .mov, .avi, .mkv, .webm).
 
     ``codec="libx264"``: H.264 at quality ``crf`` with x264's ``preset`` and a keyframe at least every
     ``keyframe_interval`` frames (default x264's 250); ``codec="mpeg4"``: MPEG-4 part 2, UCF101's AVI
-    codec, at ``bit_rate`` bits/s. ``rotate``/``hflip`` record a display matrix, as phones do (MP4,
-    MOV, MKV): players show the frames turned ``rotate`` degrees counter-clockwise, then mirrored.
+    codec, at ``bit_rate`` bits/s; ``codec="libvpx-vp9"`` (in ``.webm``, Something-Something V2's
+    format): VP9 at constant quality ``crf``, libvpx's fastest real-time mode. ``rotate``/``hflip``
+    record a display matrix, as phones do (MP4, MOV, MKV): players show the frames turned ``rotate``
+    degrees counter-clockwise, then mirrored.
 
     The bytes depend on nothing but the frames and these settings: one encoder thread, frame timestamps
-    set, x264's macroblock tree off (it is not repeatable on small frames) and the colour conversion
-    done in numpy.
+    set, x264's macroblock tree off (it is not repeatable on small frames), Matroska/WebM muxed
+    bit-exact and the colour conversion done in numpy.
     """
     import av
 
@@ -51,7 +60,12 @@ def encode_video(
     container_format = CONTAINERS.get(path.suffix.lower())
     if container_format is None:
         raise ValueError(f"unknown video suffix {path.suffix!r}: use one of {', '.join(CONTAINERS)}")
-    with atomic_path(path) as tmp, av.open(str(tmp), "w", format=container_format) as container:
+    # Matroska/WebM write a random segment UID and the date unless told to be bit-exact
+    muxer_options = {"fflags": "+bitexact"} if container_format in ("matroska", "webm") else {}
+    with (
+        atomic_path(path) as tmp,
+        av.open(str(tmp), "w", format=container_format, options=muxer_options) as container,
+    ):
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
@@ -59,6 +73,11 @@ def encode_video(
             stream.set_display_rotation(rotate, hflip=hflip)
         if codec == "libx264":
             options = {"crf": str(crf), "preset": preset, "threads": "1", "x264-params": "mbtree=0"}
+            if keyframe_interval is not None:
+                options["g"] = str(keyframe_interval)
+            stream.options = options
+        elif codec == "libvpx-vp9":
+            options = {"crf": str(crf), "b": "0", "deadline": "realtime", "cpu-used": "8", "threads": "1"}
             if keyframe_interval is not None:
                 options["g"] = str(keyframe_interval)
             stream.options = options

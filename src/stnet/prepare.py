@@ -1,13 +1,17 @@
 """``stnet prepare``: turn folders of videos into a training-ready clip store, robustly and resumably.
 
-Three front ends build a *plan* (which source video goes to which split with which label):
+Five front ends build a *plan* (which source video goes to which split with which label); the
+annotation parsers of the last three live in :mod:`stnet.formats`:
 
 * ``ucf101``: the official ``classInd.txt``/``trainlist0X.txt``/``testlist0X.txt`` split X (class and
   file names matched case-insensitively), or on request a random split *by actor group* ``gXX``;
 * ``kinetics``: the Kinetics CSVs; the label file is the reference's ``generate_label`` (sorted class
   names of the train CSV, ``<class name> <index>`` lines); missing videos are counted and listed; test
   rows with labels become a ``test`` split;
-* ``list``: ``relative/path label`` lists (MMAction2 style), or a folder-per-class tree.
+* ``hmdb51``: the official ``<class>_test_split<k>.txt`` files (test videos become ``val``);
+* ``ssv2``: Something-Something V2's labels/train/validation JSON files and ``<id>.webm`` videos;
+* ``list``: MMAction2 video or rawframe lists, PySlowFast CSVs, or a folder-per-class tree. A rawframe
+  entry is a folder of JPEG frames; it is converted like a video.
 
 One back end executes it: every video is decoded with PyAV (every frame, counted as decoded), resized
 to the short side with Pillow bilinear, JPEG-encoded and written as one ``.stclip`` file
@@ -31,6 +35,7 @@ import concurrent.futures as cf
 import contextlib
 import csv
 import ctypes
+import hashlib
 import io
 import json
 import multiprocessing
@@ -49,7 +54,7 @@ from typing import Any
 
 from PIL import Image
 
-from stnet import clipstore
+from stnet import clipstore, formats
 from stnet.argtypes import float_arg, int_arg, workers_arg
 from stnet.errors import DataError, OSFailure, StnetError, UserError, os_error_line
 from stnet.fileio import atomic_write_bytes, folder_lock, human_bytes, refuse_overwriting_inputs
@@ -65,8 +70,10 @@ __all__ = [
     "Settings",
     "convert_video",
     "execute",
+    "plan_hmdb51",
     "plan_kinetics",
     "plan_list",
+    "plan_ssv2",
     "plan_ucf101",
     "register_cli",
 ]
@@ -103,6 +110,8 @@ class Settings:
     keep_partial: bool = False
     fps: float | None = None  # store at most this many frames per second (None: every frame)
     max_frames: int | None = None  # store at most this many frames per video, spread over all of it
+    filename_tmpl: str = formats.FRAME_TEMPLATE  # the frame files of a frame folder (rawframe lists)
+    frames_fps: float = 30.0  # the frame rate recorded for a frame folder (its files do not say)
 
 
 @dataclass(frozen=True)
@@ -167,7 +176,11 @@ def _stored_rate(source: str | os.PathLike, fps: float, settings: Settings) -> f
     if settings.fps is not None:
         rate = min(rate, settings.fps)
     if settings.max_frames is not None:
-        frames = count_packets(source)
+        frames = (
+            formats.count_frame_folder(source, settings.filename_tmpl)
+            if os.path.isdir(source)
+            else count_packets(source)
+        )
         if frames > settings.max_frames:
             rate = min(rate, settings.max_frames * fps / frames)
     return rate
@@ -184,9 +197,10 @@ def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: 
     header announces (a truncated AVI decodes cleanly up to its cut; headers also lie, so this is only
     reported). An error writing ``dest`` is an :class:`~stnet.errors.OSFailure`.
     """
-    fps, announced = _probe(str(source))
+    folder = os.path.isdir(source)  # a frame folder (rawframe lists), not a video file
+    fps, announced = (settings.frames_fps, 0) if folder else _probe(str(source))
     try:
-        stamp = clipstore.SourceStamp.of(source)
+        stamp = _folder_stamp(source) if folder else clipstore.SourceStamp.of(source)
     except OSError as e:
         raise DataError(f"cannot read: {os_error_line(e)}") from None
     rate = _stored_rate(source, fps, settings) if fps > 0 else fps
@@ -208,7 +222,11 @@ def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: 
             wanted = source_index(writer.num_frames + 1, rate, fps)
         return True
 
-    frames = iter_frames(source, keep)
+    frames = (
+        formats.iter_frame_folder(source, settings.filename_tmpl, keep)
+        if folder
+        else iter_frames(source, keep)
+    )
     warning = None
     with clipstore.ClipWriter(dest, rate, source=stamp) as writer:
         while True:
@@ -246,6 +264,16 @@ def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: 
     if warning:
         result["warning"] = warning
     return result
+
+
+_FOLDER_DIGEST = hashlib.sha256(b"stnet frame folder").digest()
+
+
+def _folder_stamp(folder: str | os.PathLike) -> clipstore.SourceStamp:
+    """A frame folder's stamp: its size and mtime (a frame added or removed changes the mtime; the
+    digest only marks the stamp known, as an all-zero one means unknown)."""
+    st = os.stat(folder)
+    return clipstore.SourceStamp(st.st_size, st.st_mtime_ns, _FOLDER_DIGEST)
 
 
 Result = tuple[str, Any]  # ("ok", info) | ("failed", reason) | ("fatal", one-line OS error writing OUT)
@@ -542,6 +570,77 @@ def plan_kinetics(csvs: Sequence[str], source: Path, label_file: str | None) -> 
     return plan
 
 
+def plan_hmdb51(source: Path, splits: Path, split: int) -> Plan:
+    """HMDB51 with the official split ``split`` (1-3): ``splits/<class>_test_split<split>.txt`` lines
+    ``name.avi 0|1|2`` (1 train, 2 test → ``val``, 0 unused) and videos ``source/<class>/name.avi``.
+
+    Classes are the split files' class names, sorted (they spell the official video folders). Entries
+    marked 0 are counted and listed as ``unused`` in the report; listed videos not on disk are missing.
+    """
+    if not source.is_dir():
+        raise DataError(f"source folder not found: {source}")
+    classes, entries, unused = formats.read_hmdb51_splits(splits, split)
+    plan = Plan(
+        "hmdb51",
+        classes,
+        split={"kind": "official", "split": split, "splits": str(splits), "test_split_is": "val"},
+        notes={"unused": len(unused), "unused_videos": unused},
+        inputs=[str(splits), str(source)],
+    )
+    if len(classes) != formats.HMDB51_CLASSES:
+        plan.warnings.append(
+            f"{splits} holds split files of {len(classes)} classes; the official HMDB51 has "
+            f"{formats.HMDB51_CLASSES}"
+        )
+    label_of = {name: i for i, name in enumerate(classes)}
+    for e in entries:
+        rel = PurePosixPath(e.rel)
+        if not (source / rel).is_file():
+            plan.missing.append({"split": e.split, "entry": e.rel})
+            continue
+        plan.add(e.split, source, rel, label_of[e.label], e.where)
+    return plan
+
+
+def _video_stems(source: Path) -> dict[str, str]:
+    """The video files directly in ``source`` by stem (``12345`` → ``12345.webm``; .webm preferred)."""
+    if not source.is_dir():
+        raise DataError(f"source folder not found: {source}")
+    found: dict[str, str] = {}
+    with os.scandir(source) as it:
+        for item in it:
+            if is_video_file(item.name):
+                stem = os.path.splitext(item.name)[0]
+                if stem not in found or item.name.lower().endswith(".webm"):
+                    found[stem] = item.name
+    return found
+
+
+def plan_ssv2(source: Path, labels: str, train: str | None, val: str | None) -> Plan:
+    """Something-Something V2: each entry's class is its ``template`` with the square brackets dropped,
+    looked up in the labels JSON; its video is ``source/<id>.webm`` (another video suffix is taken
+    when the videos were transcoded)."""
+    files = {split: path for split, path in (("train", train), ("val", val)) if path}
+    if not files:
+        raise DataError("give --train and/or --val (something-something-v2-train.json, -validation.json)")
+    classes, entries, refused = formats.read_ssv2(labels, files)
+    videos = _video_stems(source)
+    plan = Plan(
+        "ssv2",
+        classes,
+        split={"kind": "official", "labels": labels, **{f"{s}_json": p for s, p in files.items()}},
+        failures=refused,
+        inputs=[labels, *files.values(), str(source)],
+    )
+    for e in entries:
+        name = videos.get(e.rel)
+        if name is None:
+            plan.missing.append({"split": e.split, "entry": f"{e.rel}.webm"})
+            continue
+        plan.add(e.split, source, PurePosixPath(name), int(e.label), e.where)
+    return plan
+
+
 def _parse_list_arg(value: str) -> tuple[str, Path]:
     split, eq, file = value.partition("=")
     if eq and _SPLIT_NAMES.get(split.lower()) in LIST_SPLITS:
@@ -556,57 +655,22 @@ def _parse_list_arg(value: str) -> tuple[str, Path]:
     return "train", path
 
 
-_PLAIN_INT = re.compile(r"^\d+$")
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+def plan_list(
+    lists: Sequence[str],
+    root: Path,
+    folders: bool,
+    label_file: str | None,
+    list_format: str = "auto",
+    filename_tmpl: str = formats.FRAME_TEMPLATE,
+) -> Plan:
+    """Annotation lists in ``list_format`` (:data:`stnet.formats.LIST_FORMATS`; labels: integers or
+    class names, one kind per file), or with ``folders`` a class tree (labels: the folder names).
 
-
-@dataclass(frozen=True)
-class _Entry:
-    split: str
-    rel: str
-    label: str
-    where: str  # "file:line", or the folder
-
-
-def _read_list_entries(split: str, path: Path) -> tuple[list[_Entry], str | None]:
-    """The entries of one list file and its label kind (``"integer"``, ``"name"``; None if empty).
-
-    The first label decides the kind of the whole file; a label of the other kind (``O`` among
-    integers, ``-1`` or ``1.5`` anywhere, ``3`` among names) is a one-line error naming its line.
-    """
-    entries: list[_Entry] = []
-    kind: str | None = None
-    first = ""
-    for number, line in read_lines(path, "list file"):
-        if line.startswith("#"):
-            continue
-        where = f"{path}:{number}"
-        parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2:
-            raise DataError(f"{where}: expected 'relative/path label', got {line!r}")
-        label = parts[1]
-        looks_numeric = bool(_NUMBER.match(label))
-        if kind is None:
-            kind, first = ("integer" if looks_numeric else "name"), f"line {number}: {label!r}"
-        if kind == "integer" and not _PLAIN_INT.match(label):
-            raise DataError(
-                f"{where}: label {label!r} is not an integer >= 0, and this list's labels are integers "
-                f"({first}); use integers 0..K-1 or class names throughout"
-            )
-        if kind == "name" and looks_numeric:
-            raise DataError(
-                f"{where}: label {label!r} is a number, and this list's labels are class names "
-                f"({first}); use integers 0..K-1 or class names throughout"
-            )
-        entries.append(_Entry(split, parts[0], label, where))
-    return entries, kind
-
-
-def plan_list(lists: Sequence[str], root: Path, folders: bool, label_file: str | None) -> Plan:
-    """``relative/path label`` lists (labels: integers or class names, one kind per file), or with
-    ``folders`` a class tree (labels: the folder names)."""
-    entries: list[_Entry] = []
+    A rawframe entry is a folder of frames named ``filename_tmpl``: it is missing unless it is a folder,
+    and refused when its first or its last listed frame is not there."""
+    entries: list[formats.ListEntry] = []
     kinds: dict[str, str] = {}  # source of labels -> "integer" | "name"
+    used: dict[str, str] = {}  # list file -> its format
     warnings: list[str] = []
     if folders:
         if not root.is_dir():
@@ -616,11 +680,13 @@ def plan_list(lists: Sequence[str], root: Path, folders: bool, label_file: str |
             for v in _index_videos(base):
                 if len(v.parts) == 2:
                     rel = (base / v).relative_to(root)
-                    entries.append(_Entry(split, rel.as_posix(), v.parts[0], str(base / v.parts[0])))
+                    entries.append(
+                        formats.ListEntry(split, rel.as_posix(), v.parts[0], str(base / v.parts[0]))
+                    )
         kinds[f"the folders of {root}"] = "name"
     for value in lists:
         split, path = _parse_list_arg(value)
-        found, kind = _read_list_entries(split, path)
+        found, kind, used[str(path)] = formats.read_list(split, path, list_format, root)
         if kind is None:
             warnings.append(f"{path} lists no video")
         else:
@@ -641,10 +707,17 @@ def plan_list(lists: Sequence[str], root: Path, folders: bool, label_file: str |
     else:
         classes = sorted({e.label for e in entries if e.split == "train"} or {e.label for e in entries})
     label_of = {name: i for i, name in enumerate(classes)}
+    split_info: dict[str, Any] = {
+        "kind": "folders" if folders else "lists",
+        "lists": list(lists),
+        "root": str(root),
+    }
+    if used:
+        split_info["formats"] = used
     plan = Plan(
         "list",
         classes,
-        split={"kind": "folders" if folders else "lists", "lists": list(lists), "root": str(root)},
+        split=split_info,
         inputs=[
             *(str(_parse_list_arg(v)[1]) for v in lists),
             *([label_file] if label_file else []),
@@ -669,14 +742,32 @@ def plan_list(lists: Sequence[str], root: Path, folders: bool, label_file: str |
                 }
             )
             continue
-        if not (root / rel).exists():
+        if not ((root / rel).is_dir() if e.frames is not None else (root / rel).exists()):
             plan.missing.append({"split": e.split, "entry": e.rel})
+            continue
+        gone = None if e.frames is None else _missing_frame(root / rel, filename_tmpl, e.frames)
+        if gone:
+            plan.failures.append(
+                {"split": e.split, "source": str(root / rel), "reason": f"{e.where}: {gone}"}
+            )
             continue
         plan.add(e.split, root, rel, label, e.where)
     return plan
 
 
-def _class_name(entries: list[_Entry], index: int) -> str:
+def _missing_frame(folder: Path, template: str, frames: int) -> str | None:
+    """Why a frame folder listed with ``frames`` frames cannot be prepared: no frame listed, or its first
+    or last listed frame is not there (None: it can)."""
+    if frames < 1:
+        return "lists 0 frames"
+    for index in (formats.FIRST_FRAME, formats.FIRST_FRAME + frames - 1):
+        name = template.format(index)
+        if not (folder / name).is_file():
+            return f"lists {frames} frames, but {name} is not there (see --filename-tmpl)"
+    return None
+
+
+def _class_name(entries: list[formats.ListEntry], index: int) -> str:
     """A name for integer label ``index``: the one parent folder its videos share, else ``class<index>``."""
     parents = {PurePosixPath(e.rel).parent.name for e in entries if int(e.label) == index}
     if len(parents) == 1 and "" not in parents:
@@ -1192,8 +1283,22 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise DataError(f"--quality must be in 1..100, got {args.quality}")
     if args.workers < 1:
         raise DataError(f"--workers must be >= 1, got {args.workers}")
+    frames = {}
+    if getattr(args, "filename_tmpl", None) is not None:
+        if not args.frames_fps > 0:
+            raise DataError(f"--frames-fps must be a positive frame rate, got {args.frames_fps}")
+        frames = {
+            "filename_tmpl": formats.check_frame_template(args.filename_tmpl),
+            "frames_fps": args.frames_fps,
+        }
     return Settings(
-        args.short_side, args.fixed_aspect, args.quality, args.keep_partial, args.fps, args.max_frames
+        args.short_side,
+        args.fixed_aspect,
+        args.quality,
+        args.keep_partial,
+        args.fps,
+        args.max_frames,
+        **frames,
     )
 
 
@@ -1236,7 +1341,23 @@ def cmd_kinetics(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
 def cmd_list(args: argparse.Namespace, rest: Sequence[str]) -> int:
     return _plan_and_execute(
-        args, rest, lambda: plan_list(args.list or [], Path(args.root), args.folders, args.label_file)
+        args,
+        rest,
+        lambda: plan_list(
+            args.list or [], Path(args.root), args.folders, args.label_file, args.format, args.filename_tmpl
+        ),
+    )
+
+
+def cmd_hmdb51(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    return _plan_and_execute(
+        args, rest, lambda: plan_hmdb51(Path(args.source), Path(args.splits), args.split)
+    )
+
+
+def cmd_ssv2(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    return _plan_and_execute(
+        args, rest, lambda: plan_ssv2(Path(args.source), args.labels, args.train, args.val)
     )
 
 
@@ -1296,10 +1417,11 @@ def _common(p: argparse.ArgumentParser, short_side: int) -> None:
 
 
 def register_cli(subparsers: Any) -> None:
-    """Add ``prepare`` (with ``ucf101``, ``kinetics``, ``list``) to an argparse sub-parser collection."""
+    """Add ``prepare`` (``ucf101``, ``kinetics``, ``hmdb51``, ``ssv2``, ``list``) to an argparse
+    sub-parser collection."""
     p = subparsers.add_parser(
         "prepare",
-        help="turn videos into a training-ready clip store (UCF101, Kinetics, your own lists)",
+        help="turn videos into a training-ready clip store (UCF101, Kinetics, HMDB51, SSv2, your lists)",
         description="Decode videos once into compact clip files (resized JPEG frames, any frame readable "
         "alone) plus classes.txt, train.txt, val.txt (test.txt for labelled Kinetics test rows) and "
         "prepare_report.json. The source is never modified; --out may not hold an input or a file "
@@ -1353,11 +1475,40 @@ def register_cli(subparsers: Any) -> None:
     _common(k, 256)
     k.set_defaults(func=cmd_kinetics)
 
+    h = sub.add_parser(
+        "hmdb51",
+        help="HMDB51: official split 1-3 (<class>_test_split<k>.txt files)",
+        description="SOURCE holds <class>/<name>.avi (the 51 official folders). --splits holds the "
+        "official split files <class>_test_split<k>.txt, lines 'name.avi 0|1|2' (1 train, 2 test: the "
+        "val split, 0 unused). Unused and missing videos are counted and listed in the report.",
+    )
+    h.add_argument("--source", required=True, metavar="DIR", help="the HMDB51 video folder")
+    h.add_argument("--splits", required=True, metavar="DIR", help="folder of <class>_test_split<k>.txt")
+    h.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="official split (default 1)")
+    _common(h, 256)
+    h.set_defaults(func=cmd_hmdb51)
+
+    v = sub.add_parser(
+        "ssv2",
+        help="Something-Something V2: the labels, train and validation JSON files",
+        description="Each entry's class is its template with the square brackets dropped, looked up "
+        "in --labels; its video is SOURCE/<id>.webm (VP9). SSv2 classes depend on direction: train "
+        "with flip false (the ssv2 config does).",
+    )
+    v.add_argument("--source", required=True, metavar="DIR", help="folder of the <id>.webm videos")
+    v.add_argument("--labels", required=True, metavar="FILE", help="something-something-v2-labels.json")
+    v.add_argument("--train", metavar="FILE", help="something-something-v2-train.json")
+    v.add_argument("--val", metavar="FILE", help="something-something-v2-validation.json")
+    _common(v, 256)
+    v.set_defaults(func=cmd_ssv2)
+
     li = sub.add_parser(
         "list",
-        help="your own videos: 'relative/path label' lists or a folder per class",
-        description="Each --list line is 'relative/path label' (labels: integers 0..K-1 or class "
-        "names, one kind per file). The split comes from SPLIT=FILE or from the file name "
+        help="your own videos: MMAction2/PySlowFast lists, rawframe lists or a folder per class",
+        description="Each --list line is 'path label' (MMAction2 video lists, PySlowFast CSVs), "
+        "'path,label' (PySlowFast CSVs with a comma) or 'frame_dir total_frames label' (MMAction2 "
+        "rawframe lists), detected per file or chosen with --format; labels: integers 0..K-1 or "
+        "class names, one kind per file. The split comes from SPLIT=FILE or from the file name "
         "(train/val/test). With --folders, ROOT/<class>/<video> (or ROOT/train/..., ROOT/val/...) "
         "is used instead.",
     )
@@ -1366,6 +1517,30 @@ def register_cli(subparsers: Any) -> None:
     )
     li.add_argument("--root", required=True, metavar="DIR", help="folder the list paths are relative to")
     li.add_argument("--folders", action="store_true", help="read ROOT as one folder per class")
+    li.add_argument(
+        "--format",
+        choices=formats.LIST_FORMATS,
+        default="auto",
+        help="auto (default: from each file's first entry), video ('path label'), csv ('path,label') "
+        "or rawframes ('frame_dir total_frames label')",
+    )
+    li.add_argument(
+        "--filename-tmpl",
+        "--filename_tmpl",
+        dest="filename_tmpl",
+        default=formats.FRAME_TEMPLATE,
+        metavar="TMPL",
+        help=f"rawframes: the frame files, numbered from 1 (default {formats.FRAME_TEMPLATE})",
+    )
+    li.add_argument(
+        "--frames-fps",
+        "--frames_fps",
+        dest="frames_fps",
+        type=float,
+        default=Settings.frames_fps,
+        metavar="FPS",
+        help="rawframes: the frame rate the frames were extracted at (default 30)",
+    )
     li.add_argument(
         "--label-file",
         "--label_file",
