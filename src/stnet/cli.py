@@ -373,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     from stnet.bench import register_cli as register_bench
+    from stnet.datacheck import register_cli as register_data
     from stnet.demo import register_cli as register_demo
     from stnet.prepare import SPLITS
     from stnet.prepare import register_cli as register_prepare
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_synth(sub)
     register_prepare(sub)
+    register_data(sub)
 
     p = sub.add_parser(
         "train",
