@@ -472,7 +472,7 @@ def cmd_check(args: argparse.Namespace, rest: Sequence[str]) -> int:
     print(
         f"{report['source']}: {report['videos']} videos ({human_bytes(report['bytes'])}), "
         f"{report['readable']} readable, {len(report['unreadable'])} unreadable, "
-        f"{len(report['duplicates'])} groups of duplicates, {len(report['too_short'])} shorter than "
+        f"{len(report['duplicates'])} group(s) of duplicates, {len(report['too_short'])} shorter than "
         f"{report['min_frames']} frames, {len(report['missing'])} listed but missing"
     )
     for entry in report["unreadable"][:10]:
@@ -503,8 +503,11 @@ def cmd_stats(args: argparse.Namespace, rest: Sequence[str]) -> int:
     print(f"  bytes per video: {human_bytes(b['per_video'])}")
     print("  stored fps: " + ", ".join(f"{k} ({v})" for k, v in stats["fps"].items()))
     for split, counts in stats["classes"].items():
-        values = list(counts.values()) or [0]
-        print(f"  {split}: {sum(values)} videos in {len(counts)} classes, {min(values)}-{max(values)} each")
+        values = list(counts.values())
+        if not values:
+            print(f"  {split}: empty")
+            continue
+        print(f"  {split}: {sum(values)} videos in {len(values)} classes, {min(values)}-{max(values)} each")
     for entry in stats["unreadable"][:10]:
         print(f"  unreadable: {entry['path']}: {entry['reason']}")
     return 0
