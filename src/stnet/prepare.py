@@ -48,7 +48,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -70,6 +70,7 @@ __all__ = [
     "Settings",
     "convert_video",
     "execute",
+    "merge",
     "plan_hmdb51",
     "plan_kinetics",
     "plan_list",
@@ -81,6 +82,7 @@ __all__ = [
 SPLITS = ("train", "val", "test")
 LIST_SPLITS = ("train", "val")  # always written; test.txt only when there is a test split
 REPORT = "prepare_report.json"
+POSITIONS = "positions.json"  # a shard's: each list line's position in the whole plan
 CLIPS = "clips"
 _NAME_MAX = 255  # bytes in one file name (Linux, macOS, Windows)
 _GROUP = re.compile(r"_g(\d+)_c\d+$", re.IGNORECASE)
@@ -783,17 +785,47 @@ def _class_name(entries: list[formats.ListEntry], index: int) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
-_LEFTOVER = re.compile(r"^\..+\.stclip\.[A-Za-z0-9_]+\.tmp$")  # fileio.atomic_path's temp name
+_LEFTOVER = re.compile(r"^\.(.+\.stclip)\.[A-Za-z0-9_]+\.tmp$")  # fileio.atomic_path's temp name
+SHARDS = "shards"  # OUT/shards/<i>-of-<N>/: each shard's lists, classes and report
+_SHARD_NAME = re.compile(r"^(\d+)-of-(\d+)$")
 
 
-def _remove_leftovers(clips: Path) -> int:
-    """Delete temporary files a killed run left behind (``.<name>.stclip.<random>.tmp``)."""
+@dataclass(frozen=True)
+class _Target:
+    """Where a run writes: clips under ``root`` (the report's ``files`` are relative to it); lists,
+    ``classes.txt`` and the report in ``meta`` (``root`` itself, or a shard's folder). A shard touches
+    only the temporary files of its own clips (``own``): the other shards may be writing theirs."""
+
+    root: Path
+    meta: Path
+    own: frozenset[str] | None = None
+
+    def rel(self, name: str) -> str:
+        """``name`` in ``meta``, relative to ``root``."""
+        return (self.meta / name).relative_to(self.root).as_posix()
+
+
+def shard_of(key: str, count: int) -> int:
+    """The shard (0..count-1) of a video: a stable hash of its path relative to its source folder (the
+    same on every machine, whatever the mount point, in every Python process)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+def shard_folder(out: Path, shard: tuple[int, int]) -> Path:
+    return out / SHARDS / f"{shard[0]}-of-{shard[1]}"
+
+
+def _remove_leftovers(clips: Path, own: frozenset[str] | None = None) -> int:
+    """Delete temporary files a killed run left behind (``.<name>.stclip.<random>.tmp``); with ``own``
+    (clip paths relative to the folder above ``clips``) only those of these clips."""
     removed = 0
     if not clips.is_dir():
         return 0
     for folder, _, files in os.walk(clips):
         for name in files:
-            if _LEFTOVER.match(name):
+            m = _LEFTOVER.match(name)
+            if m and (own is None or Path(folder, m.group(1)).relative_to(clips.parent).as_posix() in own):
                 Path(folder, name).unlink(missing_ok=True)
                 removed += 1
     return removed
@@ -818,9 +850,10 @@ def _check_settings(out: Path, previous: dict[str, Any] | None, settings: Settin
         )
 
 
-def _previous_report(out: Path) -> dict[str, Any] | None:
-    """The report an earlier run left in ``out`` (None: none); an error if it is not stnet's own."""
-    path = out / REPORT
+def _previous_report(out: Path, path: Path | None = None) -> dict[str, Any] | None:
+    """The report an earlier run left in ``out`` (or at ``path``; None: none); an error if it is not
+    stnet's own."""
+    path = path or out / REPORT
     if not path.exists() and not path.is_symlink():
         return None
     try:
@@ -841,19 +874,26 @@ def _previous_report(out: Path) -> dict[str, Any] | None:
     return report
 
 
-def _check_outputs(out: Path, planned: Sequence[str]) -> dict[str, Any] | None:
-    """Refuse to replace a file in ``out`` that no earlier prepare run listed as its own.
+def _check_outputs(out: Path, planned: Sequence[str], report: Path | None = None) -> dict[str, Any] | None:
+    """Refuse to replace a file in ``out`` that no earlier prepare run listed as its own: in ``report``
+    (``out/prepare_report.json``, or a shard's) or in any other report in ``out`` (the whole run's, every
+    shard's: a folder prepared with 2 shards can be prepared again with 4, or unsharded).
 
-    Returns the earlier run's report (None: there is none). Nothing is written here.
+    Returns the earlier run's report at ``report`` (None: there is none). Nothing is written here.
     """
-    previous = _previous_report(out)
+    report = report or out / REPORT
+    previous = _previous_report(out, report)
     ours = set(previous["files"]) if previous else set()
+    for other in [out / REPORT, *sorted((out / SHARDS).glob(f"*/{REPORT}"))]:
+        if other != report and other.is_file():
+            with contextlib.suppress(StnetError):  # a damaged report vouches for nothing
+                ours.update((_previous_report(out, other) or {}).get("files", []))
     for rel in planned:
         path = out / rel
         if rel not in ours and (path.exists() or path.is_symlink()):
             raise UserError(
                 f"{path} exists and stnet prepare did not write it (it is not among the files of "
-                f"{out / REPORT}); nothing was written: move it away or choose another --out folder"
+                f"{report}); nothing was written: move it away or choose another --out folder"
             )
     return previous
 
@@ -1011,8 +1051,14 @@ def execute(
     strict: bool = False,
     progress: bool = True,
     options: dict[str, Any] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Prepare every job of ``plan`` into ``out``, write lists, classes and report; return the report.
+
+    With ``shard`` ``(i, N)`` only the videos of shard ``i`` (:func:`shard_of`) are converted, into
+    ``out/clips`` as always, and the shard's lists, classes and report go to ``out/shards/<i>-of-<N>``
+    (with ``positions.json``: where each list line stands in the whole plan) for :func:`merge`. Entries
+    that are never converted (missing, refused while planning) are reported by shard 0.
 
     Raises :class:`~stnet.errors.StnetError` subclasses: UserError when ``out`` is or holds an input or a
     file prepare did not write, DataError for contradicting labels or unwritable class names,
@@ -1028,15 +1074,25 @@ def execute(
         check_class_name(name, f"class {i}")
     jobs, duplicates = _unique_jobs(plan)
     asked = {j.split for j in jobs} | {m["split"] for m in plan.missing} | {f["split"] for f in plan.failures}
-    splits = [s for s in SPLITS if s in LIST_SPLITS or s in asked]
+    splits = [s for s in SPLITS if s in LIST_SPLITS or s in asked]  # of the whole plan: every shard's
+    positions: list[int] = []
+    target = _Target(out, out)
+    if shard is not None:
+        plan, jobs, positions = _shard_part(plan, jobs, shard)
+        target = _Target(out, shard_folder(out, shard), frozenset(j.output for j in jobs))
     outputs = sorted({j.output for j in jobs})
-    written = ["classes.txt", REPORT, *(f"{s}.txt" for s in splits)]
-    _check_outputs(out, [*written, *outputs])  # before the lock file: a refused folder is left as it was
-    with folder_lock(out, "prepare"), _sigterm_as_ctrl_c():
-        previous = _check_outputs(out, [*written, *outputs])
+    written = [target.rel(n) for n in ("classes.txt", REPORT, *(f"{s}.txt" for s in splits))]
+    if shard is not None:
+        written.append(target.rel(POSITIONS))
+    report_path = target.meta / REPORT
+    _check_outputs(
+        out, [*written, *outputs], report_path
+    )  # before the lock: a refused folder is left as it was
+    with folder_lock(target.meta, "prepare"), _sigterm_as_ctrl_c():
+        previous = _check_outputs(out, [*written, *outputs], report_path)
         _check_settings(out, previous, settings)
         files = {f for f in (previous or {}).get("files", []) if (out / f).exists()}
-        if "test.txt" in files and "test" not in splits:
+        if target.rel("test.txt") in files and "test" not in splits:
             splits.append("test")  # an earlier run's test list: rewrite it (empty) rather than keep it stale
         report: dict[str, Any] = {
             "complete": False,
@@ -1047,13 +1103,15 @@ def execute(
             **plan.notes,
             "files": sorted(files | set(written) | set(outputs)),
         }
-        _write_report(out, report)
+        if shard is not None:
+            report["shard"] = {"index": shard[0], "count": shard[1]}
+        _write_report(target.meta, report)
         notes = [*plan.warnings, *duplicates]
         for note in notes:
             print(f"stnet: warning: {note}", file=sys.stderr)
-        report["leftovers_removed"] = _remove_leftovers(out / CLIPS)
+        report["leftovers_removed"] = _remove_leftovers(out / CLIPS, target.own)
         clip_info, todo = _reusable(out, jobs, report)
-        results = _convert(out, todo, settings, workers, progress, report, len(clip_info) + len(todo))
+        results = _convert(target, todo, settings, workers, progress, report, len(clip_info) + len(todo))
         failures = list(plan.failures)
         warnings_: list[dict[str, str]] = [{"source": "", "warning": note} for note in notes]
         reasons: dict[str, str] = {}
@@ -1081,15 +1139,42 @@ def execute(
                 "videos_per_s": round(len(todo) / elapsed, 2) if elapsed > 0 else None,
             }
         )
-        _write_lists(out, lines, plan.classes, report)
+        extra = {}
+        if shard is not None:
+            report["shard"]["videos"] = len(clip_info)
+            order = {
+                split: [
+                    p
+                    for p, j in zip(positions, jobs, strict=True)
+                    if j.split == split and j.output in clip_info
+                ]
+                for split in splits
+            }
+            extra[POSITIONS] = json.dumps(order, separators=(",", ":")).encode() + b"\n"
+        _write_lists(target, lines, plan.classes, report, extra)
     converted = len(todo) - len(reasons)
     print(
-        f"{out}: {converted} videos converted, {len(clip_info) - converted} reused, {len(reasons)} failed "
-        f"in {elapsed:.1f} s",
+        f"{target.meta}: {converted} videos converted, {len(clip_info) - converted} reused, "
+        f"{len(reasons)} failed in {elapsed:.1f} s",
         file=sys.stderr,
     )
-    _check_counts(out, counts, failures, plan.missing, strict)
+    _check_counts(target.meta, counts, failures, plan.missing, strict, whole=shard is None)
     return report
+
+
+def _shard_part(plan: Plan, jobs: list[Job], shard: tuple[int, int]) -> tuple[Plan, list[Job], list[int]]:
+    """Shard ``shard``'s part of ``plan``: its jobs, their positions in ``jobs``, and (shard 0 only) the
+    entries that are never converted."""
+    index, count = shard
+    kept = [(k, j) for k, j in enumerate(jobs) if shard_of(j.output, count) == index]
+    first = index == 0
+    part = replace(
+        plan,
+        jobs=[j for _, j in kept],
+        missing=plan.missing if first else [],
+        failures=plan.failures if first else [],
+    )
+    return part, part.jobs, [k for k, _ in kept]
 
 
 def _reusable(
@@ -1165,7 +1250,7 @@ class _Projection:
 
 
 def _convert(
-    out: Path,
+    target: _Target,
     todo: list[tuple[str, str]],
     settings: Settings,
     workers: int,
@@ -1173,15 +1258,15 @@ def _convert(
     report: dict[str, Any],
     total: int = 0,
 ) -> dict[str, Result]:
-    """Run the conversions; on Ctrl-C/SIGTERM or an error writing ``out``: clean up, mark the report."""
+    """Run the conversions; on Ctrl-C/SIGTERM or an error writing OUT: clean up, mark the report."""
     try:
         results, fatal = _run_jobs(todo, settings, workers, progress, total)
     except KeyboardInterrupt as e:
-        _stop_incomplete(out, report, f"interrupted ({str(e) or 'Ctrl-C'})")
+        _stop_incomplete(target, report, f"interrupted ({str(e) or 'Ctrl-C'})")
         raise
     if fatal is not None:
-        _stop_incomplete(out, report, fatal)
-        raise PrepareError(f"{fatal}; {out} is incomplete: rerun the same command when this is fixed")
+        _stop_incomplete(target, report, fatal)
+        raise PrepareError(f"{fatal}; {target.meta} is incomplete: rerun the same command when this is fixed")
     return results
 
 
@@ -1217,18 +1302,27 @@ def _split_lists(
     return lines, counts
 
 
-def _write_lists(out: Path, lines: dict[str, list[str]], classes: list[str], report: dict[str, Any]) -> None:
-    """Write the split lists, ``classes.txt`` and the (complete) report; an OS error leaves the report
-    saying incomplete."""
+def _write_lists(
+    target: _Target,
+    lines: dict[str, list[str]],
+    classes: list[str],
+    report: dict[str, Any],
+    extra: dict[str, bytes] | None = None,
+) -> None:
+    """Write the split lists, ``classes.txt``, the ``extra`` files and the (complete) report into
+    ``target.meta``; an OS error leaves the report saying incomplete."""
+    out = target.meta
     try:
         for split, split_lines in lines.items():
             atomic_write_bytes(out / f"{split}.txt", "".join(f"{line}\n" for line in split_lines).encode())
         atomic_write_bytes(
             out / "classes.txt", "".join(f"{name} {i}\n" for i, name in enumerate(classes)).encode()
         )
+        for name, data in (extra or {}).items():
+            atomic_write_bytes(out / name, data)
         _write_report(out, report)
     except OSFailure as e:
-        _stop_incomplete(out, report, str(e))
+        _stop_incomplete(target, report, str(e))
         raise PrepareError(f"{e}; {out} is incomplete: rerun the same command when this is fixed") from None
 
 
@@ -1238,8 +1332,11 @@ def _check_counts(
     failures: list[dict[str, str]],
     missing: list[dict[str, str]],
     strict: bool,
+    *,
+    whole: bool = True,
 ) -> None:
-    """Print each split's counts; raise PrepareError for an empty split (or, with ``strict``, any loss)."""
+    """Print each split's counts; raise PrepareError for an empty split (or, with ``strict``, any loss).
+    A shard's part (not ``whole``) may lack a split: :func:`merge` checks the whole."""
     for split, c in counts.items():
         if c["listed"]:
             print(
@@ -1250,11 +1347,11 @@ def _check_counts(
     if failures or missing:
         print(f"  failures and missing videos are listed in {out / REPORT}", file=sys.stderr)
     empty = [s for s, c in counts.items() if c["listed"] and not c["prepared"]]
-    if empty:
+    if empty and whole:
         raise PrepareError(
             f"no video of the {' and '.join(empty)} split could be prepared; see {out / REPORT}"
         )
-    if not counts["train"]["listed"]:
+    if not counts["train"]["listed"] and whole:
         message = f"the train split lists no video: {out / 'train.txt'} is empty"
         if strict:
             raise PrepareError(f"--strict: {message}")
@@ -1263,12 +1360,166 @@ def _check_counts(
         raise PrepareError(f"--strict: {len(failures)} failed and {len(missing)} missing videos")
 
 
-def _stop_incomplete(out: Path, report: dict[str, Any], why: str) -> None:
-    """After an interruption or an error writing ``out``: no temp file left, the report says so."""
-    _remove_leftovers(out / CLIPS)
+def _stop_incomplete(target: _Target, report: dict[str, Any], why: str) -> None:
+    """After an interruption or an error writing OUT: no temp file left, the report says so."""
+    _remove_leftovers(target.root / CLIPS, target.own)
     report.update({"complete": False, "stopped": why})
     with contextlib.suppress(StnetError):  # the disk may still be full: the first report already says so
-        _write_report(out, report)
+        _write_report(target.meta, report)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Merging the shards of a sharded run
+# ----------------------------------------------------------------------------------------------------
+
+_SUMMED = ("leftovers_removed", "sources_changed")
+_PER_RUN = {"complete", "options", "files", "counts", "failures", "missing", "warnings", "bytes", "shard"}
+_PER_RUN |= {"elapsed_s", "videos_per_s", "stopped", *_SUMMED}
+
+
+def _shard_reports(out: Path) -> tuple[int, list[dict[str, Any]]]:
+    """The number of shards and each shard's complete report, in order; PrepareError naming a shard
+    that has not run or is incomplete, UserError if ``out`` holds no shards or shards of two sizes."""
+    folder = out / SHARDS
+    found = sorted(
+        {
+            (int(m[1]), int(m[2]))
+            for p in (folder.iterdir() if folder.is_dir() else [])
+            if (m := _SHARD_NAME.match(p.name))
+        }
+    )
+    sizes = sorted({n for _, n in found})
+    if not sizes:
+        raise UserError(f"{out} holds no shards ({folder}/<i>-of-<N>): prepare with --shard i/N first")
+    if len(sizes) > 1:
+        raise UserError(
+            f"{folder} holds shards of {' and '.join(map(str, sizes))} parts: delete the folders of the "
+            "partition you no longer use, then merge"
+        )
+    count = sizes[0]
+    reports = []
+    for index in range(count):
+        path = shard_folder(out, (index, count)) / REPORT
+        if not path.is_file():
+            raise PrepareError(f"shard {index}/{count} has not run ({path} is missing): run it, then merge")
+        report = _previous_report(out, path) or {}
+        if not report.get("complete"):
+            why = report.get("stopped") or "still running, or killed"
+            raise PrepareError(f"shard {index}/{count} is incomplete ({why}): rerun it, then merge")
+        reports.append(report)
+    return count, reports
+
+
+def _same_run(reports: list[dict[str, Any]], classes: list[bytes]) -> None:
+    """Refuse shards that were not run with the same front end, settings and classes (paths and
+    ``--workers`` may differ: each machine mounts the data where it does and has its own cores)."""
+    first = reports[0]
+    for index, report in enumerate(reports[1:], 1):
+        for key in ("command", "settings"):
+            if report.get(key) != first.get(key):
+                raise UserError(
+                    f"shard {index} and shard 0 differ in {key}: run every shard with the same command"
+                )
+        if classes[index] != classes[0]:
+            raise UserError(
+                f"shard {index} and shard 0 have other classes: run every shard with the same inputs"
+            )
+
+
+def merge(out: str | os.PathLike) -> dict[str, Any]:
+    """Combine the shards of ``out`` (``out/shards/<i>-of-<N>``, every one complete) into ``out``'s
+    lists, ``classes.txt`` and report, as one unsharded run would have written them: each list's lines
+    in the plan's order. Returns the merged report."""
+    out = Path(out)
+    count, reports = _shard_reports(out)
+    folders = [shard_folder(out, (i, count)) for i in range(count)]
+    with contextlib.ExitStack() as stack:
+        for folder in folders:  # no shard may run while its files are read
+            stack.enter_context(folder_lock(folder, "prepare"))
+        count, reports = _shard_reports(out)  # as they are now that none can change
+        classes = [_read_bytes(f / "classes.txt") for f in folders]
+        _same_run(reports, classes)
+        names = read_classes(folders[0] / "classes.txt")
+        splits = [s for s in SPLITS if (folders[0] / f"{s}.txt").is_file()]
+        lines = {split: _merged_lines(folders, split) for split in splits}
+        written = ["classes.txt", REPORT, *(f"{s}.txt" for s in splits)]
+        _check_outputs(out, written)
+        with folder_lock(out, "prepare merge"):
+            previous = _check_outputs(out, written)
+            files = {f for f in (previous or {}).get("files", []) if (out / f).exists()}
+            report = _merged_report(reports, files | set(written))
+            target = _Target(out, out)
+            lines_text = {s: [line.decode() for line in ls] for s, ls in lines.items()}
+            _write_lists(target, lines_text, names, report)
+    print(f"{out}: {count} shards merged", file=sys.stderr)
+    _check_counts(out, report["counts"], report["failures"], report["missing"], strict=False)
+    return report
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise OSFailure(e, path, "reading") from None
+
+
+def _merged_lines(folders: list[Path], split: str) -> list[bytes]:
+    """The lines of ``split`` of every shard, in the positions ``positions.json`` gives them."""
+    placed: list[tuple[int, bytes]] = []
+    for folder in folders:
+        lines = _read_bytes(folder / f"{split}.txt").splitlines()
+        try:
+            positions = json.loads(read_text(folder / POSITIONS))[split]
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{folder / POSITIONS} is damaged: rerun that shard") from None
+        if len(positions) != len(lines):
+            raise DataError(
+                f"{folder / POSITIONS} does not match {folder / f'{split}.txt'}: rerun that shard"
+            )
+        placed += zip(positions, lines, strict=True)
+    placed.sort(key=lambda item: item[0])
+    return [line for _, line in placed]
+
+
+def _merged_report(reports: list[dict[str, Any]], files: set[str]) -> dict[str, Any]:
+    """One report for the whole run: counts and byte totals summed, failures, missing and warnings of
+    all shards (a warning every shard gave, once), the plan's notes as shard 0 has them."""
+    first = reports[0]
+    counts: dict[str, dict[str, int]] = {}
+    for report in reports:
+        for split, c in report["counts"].items():
+            total = counts.setdefault(split, dict.fromkeys(c, 0))
+            for key, value in c.items():
+                total[key] = total.get(key, 0) + value
+    warnings: list[dict[str, str]] = []
+    for w in (w for r in reports for w in r["warnings"]):
+        if w not in warnings:
+            warnings.append(w)
+    videos = sum(r["shard"]["videos"] for r in reports)
+    source = sum(r.get("bytes", {}).get("source", 0) for r in reports)
+    store = sum(r.get("bytes", {}).get("store", 0) for r in reports)
+    for report in reports:
+        files |= set(report["files"])
+    return {
+        "complete": True,
+        **{k: v for k, v in first.items() if k not in _PER_RUN},
+        "options": {k: v for k, v in first["options"].items() if k != "shard"},
+        "files": sorted(files),
+        "shards": len(reports),
+        "counts": counts,
+        "failures": [f for r in reports for f in r["failures"]],
+        "missing": [m for r in reports for m in r["missing"]],
+        "warnings": warnings,
+        "bytes": {
+            "source": source,
+            "store": store,
+            "per_video": round(store / videos) if videos else 0,
+            "store_to_source": round(store / source, 4) if source else None,
+        },
+        **{k: sum(r.get(k, 0) for r in reports) for k in _SUMMED},
+        "elapsed_s": max(r.get("elapsed_s") or 0 for r in reports),  # the slowest shard
+        "videos_per_s": round(sum(r.get("videos_per_s") or 0 for r in reports), 2),  # all shards at once
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1323,8 +1574,28 @@ def _plan_and_execute(args: argparse.Namespace, rest: Sequence[str], make_plan: 
         strict=args.strict,
         progress=not args.quiet,
         options=_options(args),
+        shard=args.shard,
     )
     return 0
+
+
+def cmd_merge(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    _no_rest(rest)
+    merge(args.out)
+    return 0
+
+
+def shard_arg(value: str) -> tuple[int, int]:
+    """``i/N`` → ``(i, N)`` with 0 <= i < N (an argparse ``type=``)."""
+    index, slash, count = value.partition("/")
+    if not (slash and index.strip().isdigit() and count.strip().isdigit() and int(count) >= 1):
+        raise argparse.ArgumentTypeError(f"expected i/N (e.g. 0/4), got {value!r}")
+    if int(index) >= int(count):
+        raise argparse.ArgumentTypeError(
+            f"shard {value}: i must be 0..{int(count) - 1} "
+            f"(a Slurm array counts from 0: --array=0-{int(count) - 1})"
+        )
+    return int(index), int(count)
 
 
 def cmd_ucf101(args: argparse.Namespace, rest: Sequence[str]) -> int:
@@ -1414,6 +1685,13 @@ def _common(p: argparse.ArgumentParser, short_side: int) -> None:
         "--strict", action="store_true", help="exit with status 1 if any video failed or is missing"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--shard",
+        type=shard_arg,
+        metavar="i/N",
+        help="convert only shard i (0..N-1) of the videos, by a stable hash of their paths; each shard "
+        "writes OUT/shards/i-of-N; `stnet prepare merge OUT` combines them once all are complete",
+    )
 
 
 def register_cli(subparsers: Any) -> None:
@@ -1550,3 +1828,13 @@ def register_cli(subparsers: Any) -> None:
     )
     _common(li, 256)
     li.set_defaults(func=cmd_list)
+
+    m = sub.add_parser(
+        "merge",
+        help="combine the shards of a --shard i/N run into OUT's lists and report",
+        description="Once every shard OUT/shards/<i>-of-<N> is complete, write OUT/train.txt, val.txt "
+        "(test.txt), classes.txt and prepare_report.json as one unsharded run would have; refused "
+        "while a shard is missing, incomplete or running.",
+    )
+    m.add_argument("out", metavar="OUT", help="the --out folder the shards wrote into")
+    m.set_defaults(func=cmd_merge)
