@@ -104,9 +104,12 @@ def test_check_of_a_list_and_foreign_outputs(
     listing.write_text("a/good.mp4 walk\nb/short.mp4 run\nb/gone.mp4 run\n")
     report = _check(source, tmp_path / "out", capsys, "--list", str(listing))
     assert report["videos"] == 2 and report["classes"] == {"run": 1, "walk": 1}
-    assert report["missing"] == [{"split": "train", "entry": "b/gone.mp4"}] and report["splits"] == {
-        "train": 2
-    }
+    assert report["missing"] == [{"split": "train", "entry": "b/gone.mp4"}]
+    assert report["splits"] == {"train": 2}
+    pyslowfast = tmp_path / "val.csv"
+    pyslowfast.write_text("a/good.avi,0\nb/cut.avi,1\n")  # PySlowFast's comma form
+    report = _check(source, tmp_path / "csv", capsys, "--list", f"val={pyslowfast}", "--format", "csv")
+    assert report["videos"] == 2 and report["splits"] == {"val": 2} and len(report["suspect"]) == 1
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -61,19 +61,25 @@ class Item:
 
 
 def discover(
-    source: Path, lists: Sequence[str] = (), label_file: str | None = None
+    source: Path, lists: Sequence[str] = (), label_file: str | None = None, list_format: str = "auto"
 ) -> tuple[list[Item], dict]:
     """The videos of ``source`` as ``stnet prepare list`` finds them, and what planning found wrong.
 
-    With ``lists``: the entries of those ``relative/path label`` files. Without: every video file under
-    ``source``, labelled by its class folder when the tree is ``[split/]class/video`` (prepare's
-    ``--folders``).
+    With ``lists``: the entries of those list files (``list_format``: prepare's ``--format``). Without:
+    every video file under ``source``, labelled by its class folder when the tree is
+    ``[split/]class/video`` (prepare's ``--folders``).
     """
     from stnet.prepare import _index_videos, plan_list
 
     problems: dict[str, Any] = {"missing": [], "refused": []}
     if lists:
-        plan = plan_list(lists, source, False, label_file)
+        plan = plan_list(lists, source, False, label_file, list_format)
+        folders = [j.source for j in plan.jobs if os.path.isdir(j.source)]
+        if folders:
+            raise DataError(
+                f"{folders[0]} is a frame folder (a rawframe list): data check looks at video files; "
+                "prepare reports unreadable frames"
+            )
         problems = {"missing": plan.missing, "refused": plan.failures}
         return [Item(j.source, plan.classes[j.label], j.split) for j in plan.jobs], problems
     labelled: dict[str, Item] = {}
@@ -339,6 +345,7 @@ def check(
     *,
     lists: Sequence[str] = (),
     label_file: str | None = None,
+    list_format: str = "auto",
     workers: int = 1,
     decode: bool = False,
     min_frames: int = DEFAULT_MIN_FRAMES,
@@ -348,7 +355,7 @@ def check(
     if not source.is_dir():
         raise DataError(f"source folder not found: {source}")
     refuse_overwriting_inputs([out], [str(source), *lists, *([label_file] if label_file else [])])
-    items, problems = discover(source, lists, label_file)
+    items, problems = discover(source, lists, label_file, list_format)
     if not items:
         raise DataError(f"no video files found in {source}")
     results_file = out / RESULTS
@@ -461,6 +468,7 @@ def cmd_check(args: argparse.Namespace, rest: Sequence[str]) -> int:
         out,
         lists=args.list or [],
         label_file=args.label_file,
+        list_format=args.format,
         workers=args.workers,
         decode=args.decode,
         min_frames=args.min_frames,
@@ -530,6 +538,12 @@ def register_cli(subparsers: Any) -> None:
     c.add_argument("--out", required=True, metavar="DIR", help="folder for the report, PNG and results")
     c.add_argument("--list", action="append", metavar="[SPLIT=]FILE", help="annotation list (repeat)")
     c.add_argument("--label-file", "--label_file", dest="label_file", metavar="FILE", help="class names")
+    c.add_argument(
+        "--format",
+        choices=("auto", "video", "csv"),
+        default="auto",
+        help="list format, as prepare list's: video ('path label'), csv ('path,label'), auto (default)",
+    )
     c.add_argument(
         "--workers",
         type=workers_arg(1),
