@@ -84,8 +84,13 @@ def test_max_frames_keeps_the_whole_video_at_a_lower_rate(source: Path, tmp_path
     assert report["settings"]["max_frames"] == 10
 
 
-def test_report_counts_source_and_store_bytes(source: Path, tmp_path: Path) -> None:
+def test_report_counts_source_and_store_bytes(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     report = _prepare(source, tmp_path / "s", "--fps", "12")
+    counts = report["bytes"]
+    line = f"store {human_bytes(counts['store'])} ({human_bytes(counts['per_video'])} per video)"
+    assert line in capsys.readouterr().err
     clips = sorted((tmp_path / "s" / "clips").rglob("*.stclip"))
     videos = sorted(source.rglob("*.mp4"))
     store = sum(c.stat().st_size for c in clips)

@@ -1155,7 +1155,7 @@ def execute(
     converted = len(todo) - len(reasons)
     print(
         f"{target.meta}: {converted} videos converted, {len(clip_info) - converted} reused, "
-        f"{len(reasons)} failed in {elapsed:.1f} s",
+        f"{len(reasons)} failed in {elapsed:.1f} s; {_bytes_line(report['bytes'])}",
         file=sys.stderr,
     )
     _check_counts(target.meta, counts, failures, plan.missing, strict, whole=shard is None)
@@ -1219,6 +1219,13 @@ def _byte_counts(clip_info: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "per_video": round(store / videos) if videos else 0,
         "store_to_source": round(store / source, 4) if source else None,
     }
+
+
+def _bytes_line(counts: dict[str, Any]) -> str:
+    return (
+        f"store {human_bytes(counts['store'])} ({human_bytes(counts['per_video'])} per video), "
+        f"sources {human_bytes(counts['source'])}"
+    )
 
 
 PROJECT_AFTER = 100  # converted videos after which the projected store size is printed
