@@ -245,3 +245,18 @@ def model_for_checkpoint(
             f"{path} holds ImageNet backbone weights, not a trained StNet: nothing to evaluate"
         )
     return model, cfg, None
+
+
+def eval_model(
+    checkpoint: str | Path,
+    config: str | None = None,
+    overrides: Sequence[str] = (),
+    classes_file: str | Path | None = None,
+) -> tuple[nn.Module, Config, list[str]]:
+    """The model of a checkpoint in eval mode (on the CPU), the config it goes with (defaults ← the
+    checkpoint's ← ``config`` ← ``overrides``, see :func:`checkpoint_config`) and its class names."""
+    from stnet.runners import class_names_for
+
+    cfg = checkpoint_config(checkpoint, config, overrides)
+    model, cfg, classes = model_for_checkpoint(checkpoint, cfg)
+    return model.eval(), cfg, class_names_for(cfg, classes, classes_file)

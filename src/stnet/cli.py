@@ -534,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int_arg(1), default=1, help="clips in the random batch (default 1)")
     p.set_defaults(func=cmd_check)
 
+    from stnet.explain import register_cli as register_explain
+    from stnet.features import register_cli as register_features
+
+    register_explain(sub)
+    register_features(sub)
     register_demo(sub)
     register_bench(sub)
     return parser

@@ -36,7 +36,9 @@ Train with ``--flip false``: a horizontal flip turns ``moves_left`` into ``moves
 :func:`synthesize` renders the videos (``np.random.default_rng([seed, class, index])`` per video, so
 the result does not depend on the number of worker processes), encodes them as H.264 MP4 and writes the
 annotation lists ``train.txt``/``val.txt``/``test.txt`` and ``classes.txt`` that ``stnet prepare list``
-reads, plus ``synth.json``.
+reads, plus ``synth.json``. With ``boxes=True`` it also writes ``boxes.json``: the main object's bounding
+box in every frame of every video (:func:`object_boxes`), the ground truth of ``stnet explain``'s
+pointing game.
 """
 
 from __future__ import annotations
@@ -62,14 +64,18 @@ from stnet.errors import DataError
 from stnet.fileio import atomic_write_bytes
 
 __all__ = [
+    "BOXES_JSON",
     "MOTIONS",
     "Scene",
     "Sprite",
     "SynthReport",
+    "box_mask",
     "cmd_synth",
     "crf_for",
     "draw_scene",
+    "object_boxes",
     "prepare_command",
+    "read_boxes",
     "register_cli",
     "render_video",
     "sample_scene",
@@ -107,6 +113,7 @@ DISTRACTOR_SPEED = 0.8  # stationary RMS speed per axis of the distractors' rand
 DISTRACTOR_PERSISTENCE = 0.85  # AR(1) coefficient of a distractor's velocity
 MIN_SIZE, MIN_FRAMES = 32, 16
 SYNTH_JSON = "synth.json"
+BOXES_JSON = "boxes.json"
 VIDEOS = "videos"
 
 
@@ -293,6 +300,47 @@ def render_video(motion: str, rng: np.random.Generator, size: int = 64, frames: 
     return draw_scene(sample_scene(motion, rng, size, frames), rng)
 
 
+def object_boxes(scene: Scene) -> np.ndarray:
+    """The main object's bounding box in every frame: int (frames, 4) ``x0, y0, x1, y1`` in pixels, x1
+    and y1 exclusive, tight around the pixels it covers (anti-aliased edges included).
+
+    The frame is a torus (see the module docstring): the box's centre lies in the frame, and a box that
+    crosses an edge runs past it (x0 < 0 or x1 > size) and continues on the other side;
+    :func:`box_mask` draws it so.
+    """
+    alpha, _, _ = _patch(scene.main, scene.size)
+    k = (alpha.shape[1] - 1) // 2
+    covered_cols, covered_rows = alpha.max(axis=1) > 0, alpha.max(axis=2) > 0  # (frames, K) each
+    boxes = np.empty((scene.frames, 4), np.int64)
+    for axis, covered in ((0, covered_cols), (1, covered_rows)):
+        first = covered.argmax(axis=1)
+        last = covered.shape[1] - 1 - covered[:, ::-1].argmax(axis=1)
+        origin = np.floor(scene.main.centre[:, axis]).astype(np.int64) - k  # unwrapped pixel of offset 0
+        low, high = origin + first, origin + last + 1
+        shift = np.floor_divide(low + high, 2 * scene.size) * scene.size  # centre back into the frame
+        boxes[:, axis], boxes[:, axis + 2] = low - shift, high - shift
+    return boxes
+
+
+def box_mask(box: Sequence[int], size: int) -> np.ndarray:
+    """Boolean (size, size) mask of one :func:`object_boxes` box on the ``size``-pixel torus."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    cols = np.zeros(size, bool)
+    rows = np.zeros(size, bool)
+    cols[np.arange(x0, x1) % size] = True
+    rows[np.arange(y0, y1) % size] = True
+    return rows[:, None] & cols[None, :]
+
+
+def read_boxes(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The boxes of a ``boxes.json``: video path relative to the synth folder → int (frames, 4)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {rel: np.asarray(b, np.int64).reshape(-1, 4) for rel, b in data["videos"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"{path} is not a synth boxes file ({type(e).__name__}: {e})") from None
+
+
 # ----------------------------------------------------------------------------------------------------
 # Encoding and writing a dataset
 # ----------------------------------------------------------------------------------------------------
@@ -313,9 +361,18 @@ class _Job:
     frames: int
 
 
+def _job_rng(job: _Job) -> np.random.Generator:
+    return np.random.default_rng([job.seed, MOTIONS.index(job.motion), job.index])
+
+
+def _job_boxes(job: _Job) -> list[list[int]]:
+    """The main object's boxes in the video ``job`` makes (its scene drawn again: no noise, no encoding)."""
+    return object_boxes(sample_scene(job.motion, _job_rng(job), job.size, job.frames)).tolist()
+
+
 def _make_video(job: _Job) -> int:
     """Worker entry: render and encode one video; returns its file size in bytes."""
-    rng = np.random.default_rng([job.seed, MOTIONS.index(job.motion), job.index])
+    rng = _job_rng(job)
     encode_video(job.path, render_video(job.motion, rng, job.size, job.frames), crf=crf_for(job.size))
     return os.path.getsize(job.path)
 
@@ -446,13 +503,15 @@ def synthesize(
     frames: int = 48,
     seed: int = 0,
     workers: int | None = None,
+    boxes: bool = False,
     log: Callable[[str], Any] = print,
 ) -> SynthReport:
     """Render, encode and list a synthetic motion dataset under ``out`` (see the module docstring).
 
     Per class, ``per_class`` videos are split into train and ``round(per_class * val_fraction)`` val;
     ``test_per_class`` more go to test. Video ``i`` of a class is the same file whatever the split
-    sizes, the class subset or the number of workers.
+    sizes, the class subset or the number of workers. ``boxes`` also writes ``boxes.json`` (the main
+    object's box in every frame of every video, see :func:`object_boxes`).
     """
     started = time.monotonic()
     out = Path(out)
@@ -493,7 +552,10 @@ def synthesize(
     shape = f"{len(chosen)} classes, {size}x{size}, {frames} frames"
     log(f"synth: rendering {len(jobs)} videos ({shape}) into {out}")
     total_bytes = _make_videos(jobs, workers, log)
-
+    if boxes:
+        _write_boxes(
+            out / BOXES_JSON, size, {os.path.relpath(job.path, out): _job_boxes(job) for job in jobs}
+        )
     for split, split_lines in lines.items():
         atomic_write_bytes(out / f"{split}.txt", "".join(f"{line}\n" for line in split_lines).encode())
     atomic_write_bytes(
@@ -514,6 +576,19 @@ def synthesize(
     )
     _write_json(out / SYNTH_JSON, meta)
     return SynthReport(out, chosen, counts, meta["per_class"], total_bytes, elapsed)
+
+
+def _write_boxes(path: Path, size: int, boxes: dict[str, list[list[int]]]) -> None:
+    """``boxes.json``: one line per video, so the file stays small and readable."""
+    note = (
+        "per video, per frame: x0 y0 x1 y1 of the main object in pixels (x1, y1 exclusive; the frame "
+        "wraps around, so a box may run past an edge and continue on the other side)"
+    )
+    head = {"generator": GENERATOR, "format": note, "size": size}
+    rows = ",\n".join(
+        f"  {json.dumps(rel)}: {json.dumps(b, separators=(',', ':'))}" for rel, b in boxes.items()
+    )
+    atomic_write_bytes(path, (json.dumps(head)[:-1] + ', "videos": {\n' + rows + "\n}}\n").encode())
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -552,6 +627,7 @@ def cmd_synth(args: argparse.Namespace, rest: Sequence[str]) -> int:
         frames=args.frames,
         seed=args.seed,
         workers=args.workers,
+        boxes=args.boxes,
         log=(lambda _message: None) if args.quiet else print,
     )
     c = report.counts
@@ -559,7 +635,8 @@ def cmd_synth(args: argparse.Namespace, rest: Sequence[str]) -> int:
         f"wrote {report.videos} videos ({len(report.classes)} classes: {c['train']} train, {c['val']} val, "
         f"{c['test']} test; {report.bytes / 1e6:.1f} MB) to {report.out} in {report.elapsed_s:.1f} s"
     )
-    print("lists: train.txt, val.txt, test.txt, classes.txt; next:")
+    boxes = f", {BOXES_JSON}" if args.boxes else ""
+    print(f"lists: train.txt, val.txt, test.txt, classes.txt{boxes}; next:")
     print(f"  {prepare_command(report.out, args.size)}")
     return 0
 
@@ -619,6 +696,11 @@ def register_cli(subparsers: Any) -> None:
         default=max(1, min(4, os.cpu_count() or 1)),
         metavar="K",
         help="rendering processes (default: CPU count, at most 4)",
+    )
+    p.add_argument(
+        "--boxes",
+        action="store_true",
+        help=f"also write {BOXES_JSON}: the moving object's bounding box in every frame of every video",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_synth)
