@@ -3,10 +3,15 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from stnet.checkpoint import eval_model
 from stnet.cli import main
+from stnet.datasets import ClipSpec
 from stnet.demo import QUICK_PRESET, DemoError, subprocess_runner
+from stnet.explain import PointingScore, pointing_game
+from stnet.synth import box_mask, video_boxes
 
 
 @pytest.mark.slow
@@ -14,7 +19,7 @@ def test_quick_demo_runs_every_step_and_learns(tmp_path, capsys):
     demo = tmp_path / "demo_out"
     assert main(["demo", "--quick", "--out", str(demo)]) == 0
     printed = capsys.readouterr().out
-    for command in ("synth", "prepare list", "train", "eval", "export", "infer", "predict"):
+    for command in ("synth", "prepare list", "train", "eval", "export", "infer", "predict", "explain"):
         assert f"$ stnet {command} " in printed
     for name in (
         "synth/train.txt",
@@ -44,6 +49,45 @@ def test_quick_demo_runs_every_step_and_learns(tmp_path, capsys):
     right = sum(Path(p["video"]).parent.name == p["top"][0]["class"] for p in predicted)
     assert summary["test_correct"] == right
     assert f"val top-1 {100 * summary['val_top1']:.1f} %" in printed
+    assert Path(summary["explanation"]).is_file()  # the Grad-CAM grid of the first test video
+    pointing, neighbours = explanations_and_embeddings(demo, tmp_path / "features")
+    assert pointing.mass_in_box > 1.5 * pointing.area_of_box, pointing.line()
+    assert neighbours > 0.5  # most val videos' nearest neighbour is of their class
+
+
+def explanations_and_embeddings(demo: Path, out: Path, videos: int = 24) -> tuple[PointingScore, float]:
+    """What the demo's learnt model shows: the pointing game of its Grad-CAM (layer4) on ``videos`` val
+    videos spread over the classes, against the moving object's boxes (drawn again from the synth
+    settings), and the share of val videos whose nearest other clip embedding (``stnet features``) is
+    of the same class."""
+    checkpoint = demo / "run" / "checkpoints" / "best.pt"
+    model, cfg, _ = eval_model(checkpoint)
+    spec = ClipSpec.from_config(cfg)
+    settings = json.loads((demo / "synth" / "synth.json").read_text())["settings"]
+    size = settings["size"]
+    val = [line.split()[0] for line in (demo / "synth" / "val.txt").read_text().splitlines() if line.strip()]
+    chosen = val[:: max(1, len(val) // videos)][:videos]
+
+    def with_boxes():
+        for rel in chosen:
+            motion, index = Path(rel).parent.name, int(Path(rel).stem.rsplit("_", 1)[1])
+            boxes = video_boxes(motion, index, seed=settings["seed"], size=size, frames=settings["frames"])
+            yield demo / "synth" / rel, lambda i, b=boxes: box_mask(b[i], size)
+
+    pointing = pointing_game(model, spec, with_boxes())
+    argv = ["features", "--dataset_path", str(demo / "data"), "--checkpoint", str(checkpoint)]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    rows = np.load(out / "features.npy")
+    labels = [line.rsplit(",", 1)[1] for line in (out / "index.csv").read_text().splitlines()[1:]]
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    similarity = unit @ unit.T - 2 * np.eye(len(rows))  # cosine; a clip is not its own neighbour
+    nearest = similarity.argmax(axis=1)
+    same = float(np.mean([labels[i] == labels[j] for i, j in enumerate(nearest)]))
+    print(
+        f"{pointing.line()}; nearest neighbour of the same class for {100 * same:.1f} % of "
+        f"{len(rows)} val videos"
+    )
+    return pointing, same
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):

@@ -1,7 +1,8 @@
 """``stnet demo``: the whole workflow on the built-in synthetic motion dataset, in minutes on a CPU.
 
 It runs the real commands, in order, printing each as you would type it: ``synth`` → ``prepare list``
-→ ``train`` → ``eval`` → ``export`` (ONNX) → ``infer`` → ``predict`` on held-out videos, then a summary.
+→ ``train`` → ``eval`` → ``export`` (ONNX) → ``infer`` → ``predict`` on held-out videos → ``explain``
+(Grad-CAM) of one of them, then a summary.
 Each runs as ``python -m stnet ...`` in a child process (or through the ``runner`` given to
 :func:`run_demo`); the summary comes from the files the commands write and ``predict --json``.
 ``--control`` also trains the identical pipeline on one frame per video (T=1, N=1): since no single
@@ -184,6 +185,10 @@ def demo_steps(out: Path, preset: Preset, depth: int, seed: int, control: bool) 
         Step("export to ONNX (verified against PyTorch)", ["export", "--checkpoint", ckpt, "--out", onnx]),
         Step("ONNX Runtime over val", infer),
         Step("predict held-out test videos", ["predict", "--model", onnx, "--topk", "3", "--json"]),
+        Step(
+            "explain one test video (Grad-CAM at layer4)",
+            ["explain", "--checkpoint", ckpt, "--out", str(out / "explain")],
+        ),
     ]
     if control:
         control_ckpt = str(out / "control" / "checkpoints" / "best.pt")
@@ -242,6 +247,7 @@ def summary(out: Path, steps: list[Step], preset: Preset, depth: int, control: b
         "test_correct": correct,
         "test_videos": len(predictions),
         "confusion": str(out / "eval" / "confusion.png"),
+        "explanation": str(out / "explain" / f"{Path(_test_videos(out / 'synth')[0]).stem}.gradcam.png"),
         "curves": str(out / "run" / "curves.png"),
         "onnx": str(out / "stnet_demo.onnx"),
         "seconds": {step.name: round(step.seconds, 1) for step in steps},
@@ -271,6 +277,7 @@ def print_summary(result: dict[str, Any], classes: int) -> None:
     print(f"  held-out test videos predicted correctly: {result['test_correct']}/{result['test_videos']}")
     print(f"  confusion matrix: {result['confusion']}")
     print(f"  training curves:  {result['curves']}")
+    print(f"  Grad-CAM:         {result['explanation']}")
     print(f"  model:            {result['onnx']}")
     print(f"  total time {result['total_seconds'] / 60:.1f} min")
 
@@ -295,6 +302,8 @@ def run_demo(
     for i, step in enumerate(steps, 1):
         if step.argv[0] == "predict":
             step.argv += _test_videos(out / "synth")
+        if step.argv[0] == "explain":
+            step.argv.insert(1, _test_videos(out / "synth")[0])
         _run_step(step, i, len(steps), runner)
     result = summary(out, steps, preset, depth, control)
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -313,9 +322,10 @@ def register_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo",
         help="run the whole workflow on a built-in synthetic dataset (minutes on a CPU)",
-        description="synth -> prepare -> train -> eval -> export (ONNX) -> infer -> predict, each printed "
-        "as the command it runs, then a summary. The synthetic classes differ only in motion, so they "
-        "need StNet's temporal modelling; --control shows a one-frame model staying near chance.",
+        description="synth -> prepare -> train -> eval -> export (ONNX) -> infer -> predict -> explain, "
+        "each printed as the command it runs, then a summary. The synthetic classes differ only in "
+        "motion, so they need StNet's temporal modelling; --control shows a one-frame model staying "
+        "near chance.",
     )
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--depth", type=int, choices=(18, 34, 50), default=18, help="ResNet depth (default 18)")

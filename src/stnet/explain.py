@@ -124,24 +124,19 @@ class ClipView:
 
 def clip_view(video: str | Path, spec: ClipSpec) -> ClipView:
     """The single centre eval clip of ``video`` (as ``stnet predict`` samples it), with its frames."""
-    dataset = VideoClipDataset([Sample(Path(video), 0)], spec, "val", augment=False)
+    from stnet.video import read_frames
+
+    sample = Sample(Path(video), 0)
+    if sample.kind != "video":
+        raise DataError(f"{video}: explain reads video files (mp4, avi, mkv, webm, mov, ...)")
+    dataset = VideoClipDataset([sample], spec, "val", augment=False)
     try:
         clip, _ = dataset[0]
+        first = read_frames(video, [0])[0][0]
     except (DataError, OSError) as e:
         raise DataError(str(e) if str(video) in str(e) else f"{video}: {e}") from None
-    count = dataset.frame_count(Path(video))
-    if count is None:  # a clip store or frame folder: count its frames the dataset's way
-        from stnet.clipstore import ClipReader
-
-        if dataset.samples[0].kind != "clip":
-            raise DataError(f"{video}: explain reads video files and prepared clips")
-        with ClipReader(video) as reader:
-            count = len(reader)
-            first = reader.read_images([0])[0]
-    else:
-        from stnet.video import read_frames
-
-        first = read_frames(video, [0])[0][0]
+    count = dataset.frame_count(sample.path)
+    assert count is not None  # set by reading the clip
     indices = frame_indices(spec.recipe, count, spec.T, spec.N, train=False)
     plan = eval_plans(
         frame_size(first), spec.short_size, spec.target_size, 1, fixed_aspect=spec.fixed_aspect
@@ -452,7 +447,7 @@ def register_cli(subparsers: Any) -> None:
         "gradients need the PyTorch model, which an ONNX export does not hold.",
     )
     p.add_argument("--config", "--config_path", dest="config", default=None, help="config YAML (optional)")
-    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (or prepared .clip files)")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     p.add_argument("--checkpoint", default=None, help="checkpoint or weights file (PyTorch)")
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)  # refused with a reason
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the images")

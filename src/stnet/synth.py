@@ -80,6 +80,7 @@ __all__ = [
     "render_video",
     "sample_scene",
     "synthesize",
+    "video_boxes",
 ]
 
 MOTIONS: tuple[str, ...] = (
@@ -365,9 +366,16 @@ def _job_rng(job: _Job) -> np.random.Generator:
     return np.random.default_rng([job.seed, MOTIONS.index(job.motion), job.index])
 
 
+def video_boxes(motion: str, index: int, *, seed: int, size: int, frames: int) -> np.ndarray:
+    """:func:`object_boxes` of video ``index`` of class ``motion`` of a dataset made with ``seed``,
+    ``size`` and ``frames`` (its scene drawn again: no rendering, no encoding)."""
+    _check_motion(motion)
+    rng = _job_rng(_Job("", motion, seed, index, size, frames))
+    return object_boxes(sample_scene(motion, rng, size, frames))
+
+
 def _job_boxes(job: _Job) -> list[list[int]]:
-    """The main object's boxes in the video ``job`` makes (its scene drawn again: no noise, no encoding)."""
-    return object_boxes(sample_scene(job.motion, _job_rng(job), job.size, job.frames)).tolist()
+    return video_boxes(job.motion, job.index, seed=job.seed, size=job.size, frames=job.frames).tolist()
 
 
 def _make_video(job: _Job) -> int:
