@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 # StNet-R18 on 32-pixel crops of 2 segments x 2 frames, 3 classes, in one fp32 process: seconds per epoch.
@@ -28,3 +32,20 @@ def tiny_argv(**changes: Any) -> list[str]:
         if value is not None:
             argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return argv
+
+
+def run_stnet(*args: str, nproc: int | None = None, script: Path | None = None, timeout: int = 600):
+    """Run ``python -m stnet ARGS`` (or ``script ARGS``) as a real process, under ``torchrun`` with
+    ``nproc`` gloo processes when given; it must succeed without a traceback. Returns the finished process
+    (stnet's log lines are on its stderr)."""
+    target = [str(script)] if script else ["-m", "stnet"]
+    if nproc:
+        torchrun = str(Path(sys.executable).parent / "torchrun")
+        cmd = [torchrun, "--standalone", f"--nproc_per_node={nproc}", *target, *args]
+    else:
+        cmd = [sys.executable, *target, *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done

@@ -2,17 +2,13 @@
 global batch, exact resume, and evaluation that counts every val video once."""
 
 import io
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_argv
+from conftest import run_stnet, tiny_argv
 from stnet.checkpoint import load_checkpoint
 from stnet.clipstore import write_clip
 
@@ -46,20 +42,7 @@ def dataset(tmp_path_factory):
 
 
 def run(args, nproc=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    if nproc:
-        cmd = [
-            str(Path(sys.executable).parent / "torchrun"),
-            "--standalone",
-            f"--nproc_per_node={nproc}",
-            "-m",
-            "stnet",
-            *args,
-        ]
-    else:
-        cmd = [sys.executable, "-m", "stnet", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_stnet(*args, nproc=nproc)
     return done.stdout + done.stderr  # the log lines are on stderr
 
 

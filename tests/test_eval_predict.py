@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_argv
 from stnet.cli import main, split_config_flags
 from stnet.config import MODEL_KEYS, WEIGHT_KEYS, Config, load_config
 from stnet.datasets import ClipSpec, Sample, VideoClipDataset, build_dataset
@@ -24,30 +25,7 @@ from stnet.runners import load_exported
 from videos import write_colour_dataset, write_video
 
 CLASSES = ["red", "green", "blue"]
-TINY = [
-    "--depth",
-    "18",
-    "--T",
-    "2",
-    "--N",
-    "2",
-    "--target_size",
-    "32",
-    "--short_size",
-    "36",
-    "--dataset_type",
-    "kinetics400",
-    "--class_num",
-    "3",
-    "--batch_size",
-    "3",
-    "--workers",
-    "0",
-    "--precision",
-    "fp32",
-    "--channels_last",
-    "false",
-]
+TINY = tiny_argv()
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 

@@ -2,9 +2,6 @@
 misses, and each distinct view of a short video scored once."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import run_stnet, tiny_argv
 from stnet.cli import main
 from stnet.config import load_config
 from stnet.datasets import ClipSpec, Sample, VideoClipDataset
@@ -24,40 +22,12 @@ from stnet.model import build_model
 from videos import write_colour_dataset, write_video
 
 CLASSES = ["red", "green", "blue"]
-TINY = [
-    "--depth",
-    "18",
-    "--T",
-    "2",
-    "--N",
-    "2",
-    "--target_size",
-    "32",
-    "--short_size",
-    "36",
-    "--dataset_type",
-    "kinetics400",
-    "--class_num",
-    "3",
-    "--batch_size",
-    "4",
-    "--workers",
-    "0",
-    "--precision",
-    "fp32",
-    "--channels_last",
-    "false",
-]
+TINY = tiny_argv(batch_size=4)
 
 
 def test_views_split_or_whole_over_two_gloo_processes_give_the_old_numbers(tmp_path):
     out = tmp_path / "report.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = str(Path(sys.executable).parent / "torchrun")
-    script = Path(__file__).parent / "ddp_scores.py"
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", str(script), str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_stnet(str(out), nproc=2, script=Path(__file__).parent / "ddp_scores.py", timeout=300)
     report = json.loads(out.read_text())
     for name in ("top1", "top5", "mean_class_accuracy"):
         old, new = report[name]

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import run_stnet
 from stnet.checkpoint import load_checkpoint
 from videos import write_video
 
@@ -103,16 +101,7 @@ def kinetics(tmp_path_factory):
 
 
 def stnet(*args: str, nproc: int | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    if nproc:
-        cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={nproc}"]
-        cmd += ["-m", "stnet", *args]
-    else:
-        cmd = [sys.executable, "-m", "stnet", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
-    return done
+    return run_stnet(*args, nproc=nproc, timeout=900)
 
 
 MODEL = ["--depth", "18", "--T", "2", "--N", "2", "--target_size", "32", "--short_size", "32"]

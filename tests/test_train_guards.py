@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import tiny_argv
 from stnet import checkpoint as ckpt_module
 from stnet import datasets as datasets_module
 from stnet.checkpoint import load_checkpoint
@@ -20,22 +21,7 @@ from stnet.optim import base_lr, lr_line
 from videos import write_colour_dataset
 
 CLASSES = ["red", "green", "blue"]
-TINY = [
-    "--depth", "18",
-    "--T", "2",
-    "--N", "2",
-    "--target_size", "32",
-    "--short_size", "36",
-    "--dataset_type", "kinetics400",
-    "--class_num", "3",
-    "--batch_size", "3",
-    "--workers", "0",
-    "--precision", "fp32",
-    "--channels_last", "false",
-    "--lr", "0.01",
-    "--num_epochs", "1",
-    "--run_eval", "false",
-]  # fmt: skip
+TINY = tiny_argv(lr=0.01, num_epochs=1, run_eval=False)
 
 
 @pytest.fixture(scope="module")
