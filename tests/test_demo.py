@@ -36,7 +36,7 @@ def test_quick_demo_runs_every_step_and_learns(tmp_path, capsys):
         assert (demo / name).is_file(), name
     summary = json.loads((demo / "summary.json").read_text())
     chance = 1 / len(QUICK_PRESET.classes)
-    assert summary["val_top1"] >= chance + 0.5  # clearly above chance (measured 95.0 %)
+    assert summary["val_top1"] >= chance + 0.5  # clearly above chance (measured 98.3 % on an EPYC)
     assert summary["onnx_top1"] == summary["val_top1"]  # ONNX Runtime agrees with `stnet eval`
     acc_log = (demo / "infer" / "acc.log").read_text().splitlines()[0]
     correct = round(summary["val_top1"] * summary["val_videos"])
