@@ -329,7 +329,7 @@ def register_cli(subparsers: Any) -> None:
     )
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--depth", type=int, choices=(18, 34, 50), default=18, help="ResNet depth (default 18)")
-    p.add_argument("--quick", action="store_true", help="4 classes, fewer videos and epochs (3-4 min on 2 cores)")
+    p.add_argument("--quick", action="store_true", help="4 classes, fewer videos and epochs (3-4 min)")
     p.add_argument("--control", action="store_true", help="also train on one frame per video (T=1, N=1)")
     p.add_argument(
         "--seed", type=int_arg(0, MAX_SEED), default=0, help="seed of the data and the training (default 0)"
