@@ -102,10 +102,13 @@ def test_check_of_a_list_and_foreign_outputs(
 ) -> None:
     listing = tmp_path / "train.txt"
     listing.write_text("a/good.mp4 walk\nb/short.mp4 run\nb/gone.mp4 run\n")
-    report = _check(source, tmp_path / "out", capsys, "--list", str(listing))
-    assert report["videos"] == 2 and report["classes"] == {"run": 1, "walk": 1}
+    (tmp_path / "val.txt").write_text("a/good.mp4 walk\n")  # also in train: one file, not a duplicate
+    report = _check(
+        source, tmp_path / "out", capsys, "--list", str(listing), "--list", str(tmp_path / "val.txt")
+    )
+    assert report["videos"] == 3 and report["classes"] == {"walk": 2, "run": 1}
     assert report["missing"] == [{"split": "train", "entry": "b/gone.mp4"}]
-    assert report["splits"] == {"train": 2}
+    assert report["splits"] == {"train": 2, "val": 1} and report["duplicates"] == []
     pyslowfast = tmp_path / "val.csv"
     pyslowfast.write_text("a/good.avi,0\nb/cut.avi,1\n")  # PySlowFast's comma form
     report = _check(source, tmp_path / "csv", capsys, "--list", f"val={pyslowfast}", "--format", "csv")

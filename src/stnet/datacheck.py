@@ -272,10 +272,10 @@ def build_report(
                     {"path": item.path, "frames": result["frames"], "seconds": result["seconds"]}
                 )
     groups: dict[tuple[int, str], list[str]] = {}
-    for item in items:
-        result = results[item.path]
+    for path in dict.fromkeys(item.path for item in items):  # a video listed twice is one file
+        result = results[path]
         if result.get("size"):  # empty files are unreadable, not duplicates
-            groups.setdefault((result["size"], result["head"]), []).append(item.path)
+            groups.setdefault((result["size"], result["head"]), []).append(path)
     duplicates = [paths for paths in groups.values() if len(paths) > 1]
     bins = [_duration_bin(r["seconds"]) for _, r in readable if r.get("seconds") is not None]
     order = {b: i for i, b in enumerate(_duration_bin(x) for x in (*_DURATION_BINS[:-1], 1e9))}
@@ -419,7 +419,7 @@ def store_stats(root: Path) -> dict[str, Any]:
         raise DataError(f"{root} holds no train.txt/val.txt/test.txt: is it a folder from `stnet prepare`?")
     classes = read_classes(root / "classes.txt") if (root / "classes.txt").is_file() else None
     infos: dict[Path, clipstore.ClipInfo] = {}
-    unreadable: list[dict[str, str]] = []
+    unreadable: dict[Path, str] = {}
     balance: dict[str, dict[str, int]] = {}
     for split in lists:
         samples = read_list(root / f"{split}.txt", root)
@@ -428,14 +428,14 @@ def store_stats(root: Path) -> dict[str, Any]:
         )
         balance[split] = _ordered(names)
         for sample in samples:
-            if sample.path in infos or any(u["path"] == str(sample.path) for u in unreadable):
+            if sample.path in infos or sample.path in unreadable:
                 continue
             try:
                 if not clipstore.is_complete(sample.path):
                     raise DataError("missing or incomplete clip file")
                 infos[sample.path] = clipstore.read_info(sample.path)
             except (DataError, OSError) as e:
-                unreadable.append({"path": str(sample.path), "reason": str(e)})
+                unreadable[sample.path] = str(e)
     store = sum(info.size for info in infos.values())
     return {
         "store": str(root),
@@ -446,7 +446,7 @@ def store_stats(root: Path) -> dict[str, Any]:
         "fps": _ordered(Counter(f"{i.fps:g}" for i in infos.values())),
         "resampled": sum(i.timeline.resampled for i in infos.values()),
         "classes": balance,
-        "unreadable": unreadable,
+        "unreadable": [{"path": str(path), "reason": reason} for path, reason in unreadable.items()],
     }
 
 
