@@ -266,6 +266,7 @@ def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
     from stnet.inference import open_model, predict
 
+    outputs = _check_predict_outputs(args)
     runner = open_model(
         args.model,
         args.checkpoint,
@@ -275,6 +276,10 @@ def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
         threads=args.threads,
         trust_model=args.trust_model,
     )
+    if args.live:
+        return _predict_live(args, runner)
+    if args.timeline:
+        return _predict_timeline(args, runner, outputs)
     failed = 0
     views = {"topk": args.topk, "clips": args.clips, "crops": args.crops}
     for pred in predict(runner, args.videos, **views, strict=args.strict):
@@ -287,9 +292,162 @@ def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
             print(json.dumps(pred.to_json()), flush=True)
         elif pred.error is None:
             print(pred.line(), flush=True)
+        if args.out_video and pred.error is None:
+            _write_out_video(args, pred.video, lambda _t, top=pred.top: [(n, p) for n, _i, p in top or []])
     if failed:
         print(f"stnet: {failed} of the videos could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+_TIMELINE_ONLY = ("window", "stride", "threshold", "smooth", "csv", "plot")
+
+
+def _check_predict_outputs(args: argparse.Namespace) -> list[str]:
+    """Check the flag combination and the output files of ``predict`` before any work: every output
+    is a new path that is none of the inputs; --plot and --out-video draw one video."""
+    from pathlib import Path
+
+    from stnet.fileio import refuse_overwriting_inputs
+
+    given = [f"--{name.replace('_', '-')}" for name in _TIMELINE_ONLY if getattr(args, name) is not None]
+    if given and not (args.timeline or args.live):
+        raise UserError(f"{', '.join(given)} go with --timeline (or --live)")
+    if args.live and (args.csv or args.plot or args.out_video):
+        raise UserError("--live prints its predictions; --csv, --plot and --out-video go with a file")
+    if args.camera is not None:
+        if args.videos:
+            raise UserError("give a SOURCE or --camera N, not both")
+        if not args.live:
+            raise UserError("--camera N goes with --live")
+    elif not args.videos:
+        raise UserError("give a video file or folder (with --live: a file, URL, /dev/videoN or -)")
+    if args.live and len(args.videos) > 1:
+        raise UserError(f"--live reads one source, not {len(args.videos)}")
+    if args.out_size and not args.out_video:
+        raise UserError("--out-size goes with --out-video")
+    outputs = [o for o in (args.csv, args.plot, args.out_video) if o]
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise UserError(f"--plot writes a PNG: give a FILE.png, not {args.plot}")
+    if args.out_video:
+        from stnet.annotate import check_out_video, parse_size
+
+        check_out_video(args.out_video)
+        if args.out_size:
+            parse_size(args.out_size)
+    if (args.plot or args.out_video) and not args.live:
+        from stnet.inference import find_videos
+
+        videos = list(find_videos(args.videos))
+        if len(videos) != 1:
+            flag = "--plot" if args.plot else "--out-video"
+            raise UserError(f"{flag} draws one video; give one video file, not {len(videos)}")
+    if len({Path(o).resolve() for o in outputs}) < len(outputs):
+        raise UserError("--csv, --plot and --out-video must be different files")
+    inputs = [p for p in (*args.videos, args.model, args.checkpoint, args.classes) if p and p != "-"]
+    refuse_overwriting_inputs(outputs, inputs)
+    return outputs
+
+
+def _write_out_video(args: argparse.Namespace, video: typing.Any, labels_at: typing.Any) -> None:
+    from stnet.annotate import parse_size, write_annotated
+
+    size = parse_size(args.out_size) if args.out_size else None
+    count = write_annotated(video, args.out_video, labels_at, out_size=size)
+    print(f"wrote {args.out_video}: {count} annotated frames", file=sys.stderr)
+
+
+def _predict_timeline(args: argparse.Namespace, runner: typing.Any, outputs: list[str]) -> int:
+    import json
+
+    from stnet import timeline as tl
+    from stnet.inference import find_videos, top_classes
+
+    names = runner.info.class_names
+    k = max(1, min(args.topk, runner.info.num_classes))
+    failed = 0
+    rows: list[tuple[typing.Any, ...]] = []
+    for video in find_videos(args.videos):
+        try:
+            if not video.is_file():
+                raise StnetError(
+                    f"{video}: " + ("no video found in this folder" if video.is_dir() else "no such file")
+                )
+            result = tl.timeline(
+                runner, video, window_s=args.window, stride_s=args.stride, clips=args.clips, crops=args.crops
+            )
+        except StnetError as e:
+            failed += 1
+            print(f"stnet: error: {e}", file=sys.stderr)
+            continue
+        if result.warning:
+            print(f"stnet: warning: {result.warning}", file=sys.stderr)
+        threshold = 0.5 if args.threshold is None else args.threshold
+        result.segments = tl.segments(
+            result.windows,
+            names,
+            result.duration,
+            threshold=threshold,
+            smoothing=args.smooth or 1,
+            mode=args.smooth_mode,
+        )
+        if args.json:
+            print(json.dumps(result.to_json(names, k)), flush=True)
+        else:
+            print("\n".join(tl.table_lines(result)), flush=True)
+        if args.csv:
+            rows += tl.csv_rows(result, names, k)
+        if args.plot:
+            from stnet.plots import plot_timeline
+
+            plot_timeline(
+                [(w.start + w.end) / 2 for w in result.windows],
+                tl.np.stack([w.probs for w in result.windows]),
+                names,
+                [(s.index, s.start, s.end) for s in result.segments],
+                result.duration,
+                args.plot,
+                threshold=threshold,
+                title=f"{video.name}: {len(result.windows)} windows",
+            )
+            print(f"wrote {args.plot}", file=sys.stderr)
+        if args.out_video:
+            from stnet.annotate import labels_of_windows
+
+            tops = [[(n, p) for n, _i, p in top_classes(w.probs, names, k)] for w in result.windows]
+            bounds = tl.window_bounds(result.windows, result.duration)
+            _write_out_video(args, video, labels_of_windows(bounds, tops))
+    if args.csv:
+        tl.write_csv(args.csv, rows)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    if failed:
+        print(f"stnet: {failed} of the videos could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _predict_live(args: argparse.Namespace, runner: typing.Any) -> int:
+    import json
+
+    from stnet.live import live, source_name
+
+    source = source_name(args.videos[0] if args.videos else None, args.camera)
+
+    def emit(prediction: typing.Any) -> None:
+        print(json.dumps(prediction.to_json()) if args.json else prediction.line(), flush=True)
+
+    summary = live(
+        runner,
+        source,
+        emit,
+        window_s=args.window,
+        stride_s=args.stride,
+        topk=args.topk,
+        clips=args.clips,
+        crops=args.crops,
+    )
+    if summary.error:
+        print(f"stnet: error: {source}: {summary.error}", file=sys.stderr)
+    print(f"stnet: {summary.line()}", file=sys.stderr)
+    return 1 if summary.error else 0
 
 
 def _add_views_args(p: argparse.ArgumentParser) -> None:
@@ -320,6 +478,45 @@ def _add_skip_unreadable_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "--config_path", dest="config", default=None, help=CONFIG_HELP)
+
+
+def _add_timeline_args(p: argparse.ArgumentParser) -> None:
+    """predict's --timeline, --out-video and --live flags."""
+    g = p.add_argument_group("timelines (--timeline), annotated videos (--out-video), live sources (--live)")
+    g.add_argument("--timeline", action="store_true", help="classify a sliding window; merge into segments")
+    seconds = float_arg(0, low_open=True)
+    g.add_argument(
+        "--window",
+        type=seconds,
+        default=None,
+        help="window length in seconds (default: the frames one "
+        "clip spans, T*2N for ucf101 or T*N for kinetics400, at the video's frame rate)",
+    )
+    g.add_argument("--stride", type=seconds, default=None, help="seconds between windows (default window/2)")
+    g.add_argument(
+        "--threshold", type=float_arg(0, 1), default=None, help="least probability of a segment (default 0.5)"
+    )
+    g.add_argument("--smooth", type=int_arg(1), default=None, help="smooth over K windows (default 1: none)")
+    g.add_argument("--smooth-mode", choices=("median", "mean"), default="median", help="(default median)")
+    g.add_argument("--csv", default=None, metavar="FILE", help="write every window's top-k and the segments")
+    g.add_argument("--plot", default=None, metavar="FILE.png", help="draw the timeline (one video)")
+    g.add_argument(
+        "--out-video",
+        default=None,
+        metavar="FILE",
+        help="write a copy (.mp4 H.264 or .gif) with the labels "
+        "drawn on every frame (one video; with --timeline the labels follow it)",
+    )
+    g.add_argument(
+        "--out-size", default=None, metavar="WxH", help="--out-video's frame size (default the input's)"
+    )
+    g.add_argument(
+        "--live",
+        action="store_true",
+        help="SOURCE is a file, http(s)/rtsp/rtmp URL, /dev/videoN or - (stdin): "
+        "print a prediction every --stride seconds as frames arrive, until it ends or Ctrl-C",
+    )
+    g.add_argument("--camera", type=int_arg(0), default=None, metavar="N", help="--live from /dev/videoN")
 
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -503,7 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reported and the others go on; the exit status is 1 if any failed.",
     )
     _add_config_arg(p)
-    p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR", help="video files or folders")
+    p.add_argument(
+        "videos", nargs="*", metavar="VIDEO_OR_DIR", help="video files or folders (--live: one SOURCE)"
+    )
     p.add_argument(
         "--model", default=None, help="model file from stnet export (.onnx; .pt2/.ts with --trust-model)"
     )
@@ -521,6 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a video that decodes fewer frames than it announces (truncated) is an error, not a warning",
     )
+    _add_timeline_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

@@ -1,11 +1,19 @@
-"""Writing RGB frames as a video file: the one encoder of `stnet synth`, `stnet bench` and the tests."""
+"""Writing RGB frames as a video file: the one encoder of `stnet synth`, `stnet bench`, `stnet predict
+--out-video` and the tests.
+
+:class:`VideoWriter` takes frames one at a time (an annotated copy of a long video never holds it whole);
+:func:`encode_video` writes a whole array through it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
@@ -18,81 +26,159 @@ CONTAINERS = {
     ".avi": "avi",
     ".mkv": "matroska",
     ".webm": "webm",
+    ".ts": "mpegts",
+    ".gif": "gif",
 }
+
+
+class VideoWriter:
+    """Encode RGB uint8 ``(H, W, 3)`` frames one by one (H and W even, except for GIF) into ``target``:
+    a path, written atomically in the container its suffix names (.mp4, .m4v, .mov, .avi, .mkv, .ts,
+    .gif), or a binary file object (a pipe: give ``container_format``, e.g. ``mpegts``).
+
+    ``codec="libx264"``: H.264 at quality ``crf`` with x264's ``preset`` and a keyframe at least every
+    ``keyframe_interval`` frames (default x264's 250); ``codec="mpeg4"``: MPEG-4 part 2, UCF101's AVI
+    codec, at ``bit_rate`` bits/s; ``codec="libvpx-vp9"`` (in ``.webm``, Something-Something V2's
+    format): VP9 at constant quality ``crf``, libvpx's fastest real-time mode. A ``.gif`` is always GIF
+    (FFmpeg's encoder, 8-bit RGB palette).
+    ``rotate``/``hflip`` record a display matrix, as phones do (MP4, MOV, MKV): players show the frames
+    turned ``rotate`` degrees counter-clockwise, then mirrored. ``options`` go to the muxer (e.g.
+    ``{"movflags": "frag_keyframe+empty_moov"}`` for an MP4 that can be streamed).
+
+    The bytes depend on nothing but the frames and these settings: one encoder thread, frame timestamps
+    set, x264's macroblock tree off (it is not repeatable on small frames), Matroska/WebM muxed
+    bit-exact and the colour conversion done in numpy. Use it as a context manager: the file appears when the block ends without an error.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike | IO[bytes],
+        *,
+        codec: str = "libx264",
+        fps: int | Fraction = 25,
+        crf: int = 17,
+        preset: str = "veryfast",
+        keyframe_interval: int | None = None,
+        bit_rate: int = 2_000_000,
+        rotate: int = 0,
+        hflip: bool = False,
+        container_format: str | None = None,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        if isinstance(target, (str, os.PathLike)):
+            path = Path(target)
+            container_format = container_format or CONTAINERS.get(path.suffix.lower())
+            if container_format is None:
+                raise ValueError(f"unknown video suffix {path.suffix!r}: use one of {', '.join(CONTAINERS)}")
+            self.path: Path | None = path
+        elif container_format is None:
+            raise ValueError("writing to a file object needs its container_format")
+        else:
+            self.path = None
+        self._target = target
+        self.format = container_format
+        self.codec = "gif" if container_format == "gif" else codec
+        self.settings = dict(
+            fps=Fraction(fps), crf=crf, preset=preset, keyframe_interval=keyframe_interval, bit_rate=bit_rate
+        )
+        self.rotate, self.hflip = rotate, hflip
+        # Matroska/WebM write a random segment UID and the date unless told to be bit-exact
+        bitexact = {"fflags": "+bitexact"} if container_format in ("matroska", "webm") else {}
+        self.options = {**bitexact, **(options or {})}
+        self.frames = 0
+        self._stack = contextlib.ExitStack()
+        self._container: Any = None
+        self._stream: Any = None
+
+    def __enter__(self) -> VideoWriter:
+        import av
+
+        with self._stack as stack:
+            target: Any = self._target
+            if self.path is not None:
+                target = str(stack.enter_context(atomic_path(self.path)))
+            self._container = stack.enter_context(
+                av.open(target, "w", format=self.format, options=self.options)
+            )
+            self._stack = stack.pop_all()
+        return self
+
+    def _open_stream(self, height: int, width: int) -> Any:
+        s = self.settings
+        stream = self._container.add_stream(self.codec, rate=s["fps"])
+        stream.width, stream.height = width, height
+        if self.codec == "gif":
+            stream.pix_fmt = "rgb8"
+            return stream
+        if height % 2 or width % 2:
+            raise ValueError(f"frame height and width must be even for 4:2:0 video, not {height}x{width}")
+        stream.pix_fmt = "yuv420p"
+        if self.rotate or self.hflip:
+            stream.set_display_rotation(self.rotate, hflip=self.hflip)
+        if self.codec == "libx264":
+            options = {"crf": str(s["crf"]), "preset": s["preset"], "threads": "1", "x264-params": "mbtree=0"}
+            if s["keyframe_interval"] is not None:
+                options["g"] = str(s["keyframe_interval"])
+            stream.options = options
+        elif self.codec == "libvpx-vp9":
+            options = {"crf": str(s["crf"]), "b": "0", "deadline": "realtime", "cpu-used": "8", "threads": "1"}
+            if s["keyframe_interval"] is not None:
+                options["g"] = str(s["keyframe_interval"])
+            stream.options = options
+        else:
+            stream.bit_rate = s["bit_rate"]
+            stream.codec_context.time_base = 1 / s["fps"]
+            stream.codec_context.thread_count = 1
+        return stream
+
+    def write(self, image: np.ndarray) -> None:
+        """Append one RGB uint8 ``(H, W, 3)`` frame (every frame the size of the first)."""
+        import av
+
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"a frame must be uint8 (H, W, 3), not {image.dtype} {image.shape}")
+        if self._stream is None:
+            self._stream = self._open_stream(*image.shape[:2])
+        if self.codec == "gif":
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        else:
+            frame = av.VideoFrame.from_ndarray(yuv420p(image[None])[0], format="yuv420p")
+        frame.pts = self.frames
+        self.frames += 1
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        try:
+            if kind is None:
+                if self._stream is None:
+                    raise ValueError("no frames to write")
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())  # the temporary file goes
+            raise
+        self._stack.__exit__(kind, error, traceback)
 
 
 def encode_video(
     path: str | os.PathLike,
     frames: np.ndarray | Sequence[np.ndarray],
-    *,
-    codec: str = "libx264",
-    fps: int = 25,
-    crf: int = 17,
-    preset: str = "veryfast",
-    keyframe_interval: int | None = None,
-    bit_rate: int = 2_000_000,
-    rotate: int = 0,
-    hflip: bool = False,
+    **settings: Any,
 ) -> Path:
     """Write RGB uint8 frames (``(frames, H, W, 3)`` or a sequence of ``(H, W, 3)``, H and W even) to
-    ``path`` atomically, in the container its suffix names (.mp4, .m4v, .mov, .avi, .mkv, .webm).
-
-    ``codec="libx264"``: H.264 at quality ``crf`` with x264's ``preset`` and a keyframe at least every
-    ``keyframe_interval`` frames (default x264's 250); ``codec="mpeg4"``: MPEG-4 part 2, UCF101's AVI
-    codec, at ``bit_rate`` bits/s; ``codec="libvpx-vp9"`` (in ``.webm``, Something-Something V2's
-    format): VP9 at constant quality ``crf``, libvpx's fastest real-time mode. ``rotate``/``hflip``
-    record a display matrix, as phones do (MP4, MOV, MKV): players show the frames turned ``rotate``
-    degrees counter-clockwise, then mirrored.
-
-    The bytes depend on nothing but the frames and these settings: one encoder thread, frame timestamps
-    set, x264's macroblock tree off (it is not repeatable on small frames), Matroska/WebM muxed
-    bit-exact and the colour conversion done in numpy.
-    """
-    import av
-
-    path = Path(path)
+    ``path`` atomically, in the container its suffix names; ``settings`` as :class:`VideoWriter`'s
+    (codec, fps, crf, preset, keyframe_interval, bit_rate, rotate, hflip, options)."""
     video = np.ascontiguousarray(np.stack(list(frames)) if not isinstance(frames, np.ndarray) else frames)
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (frames, H, W, 3), not {video.dtype} {video.shape}")
     _, height, width, _ = video.shape
     if height % 2 or width % 2:
         raise ValueError(f"frame height and width must be even for 4:2:0 video, not {height}x{width}")
-    container_format = CONTAINERS.get(path.suffix.lower())
-    if container_format is None:
-        raise ValueError(f"unknown video suffix {path.suffix!r}: use one of {', '.join(CONTAINERS)}")
-    # Matroska/WebM write a random segment UID and the date unless told to be bit-exact
-    muxer_options = {"fflags": "+bitexact"} if container_format in ("matroska", "webm") else {}
-    with (
-        atomic_path(path) as tmp,
-        av.open(str(tmp), "w", format=container_format, options=muxer_options) as container,
-    ):
-        stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        if rotate or hflip:
-            stream.set_display_rotation(rotate, hflip=hflip)
-        if codec == "libx264":
-            options = {"crf": str(crf), "preset": preset, "threads": "1", "x264-params": "mbtree=0"}
-            if keyframe_interval is not None:
-                options["g"] = str(keyframe_interval)
-            stream.options = options
-        elif codec == "libvpx-vp9":
-            options = {"crf": str(crf), "b": "0", "deadline": "realtime", "cpu-used": "8", "threads": "1"}
-            if keyframe_interval is not None:
-                options["g"] = str(keyframe_interval)
-            stream.options = options
-        else:
-            stream.bit_rate = bit_rate
-            stream.codec_context.time_base = Fraction(1, fps)
-            stream.codec_context.thread_count = 1
-        for index, image in enumerate(yuv420p(video)):
-            frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    with VideoWriter(path, **settings) as writer:
+        for image in video:
+            writer.write(image)
+    return Path(path)
 
 
 def yuv420p(video: np.ndarray) -> np.ndarray:

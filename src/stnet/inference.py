@@ -329,11 +329,22 @@ def predict(
             message = f"{video}: decoded {decoded} of {announced} frames (truncated or corrupt file?); "
             yield Prediction(video, error=message + "--strict refuses it", frames=short)
             continue
-        w = weights.numpy()[:, None]
-        probs = (softmax(runner(views.numpy())) * w).sum(axis=0) / w.sum()  # the mean over all views
-        best = np.argsort(-probs, kind="stable")[:k]
-        top = [(info.class_names[i], int(i), float(probs[i])) for i in best]
-        yield Prediction(video, top, frames=short)
+        probs = view_probabilities(runner, views.numpy(), weights.numpy())
+        yield Prediction(video, top_classes(probs, info.class_names, k), frames=short)
+
+
+def view_probabilities(runner: Runner, views: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The class probabilities of one clip's distinct ``views`` (D, T, 3N, S, S), each standing for
+    ``weights`` (D,) of its views: the softmax averaged over all of them (what ``predict`` prints for a
+    video and ``predict --timeline`` for a window)."""
+    w = weights[:, None]
+    return (softmax(runner(views)) * w).sum(axis=0) / w.sum()
+
+
+def top_classes(probs: np.ndarray, class_names: Sequence[str], k: int) -> list[tuple[str, int, float]]:
+    """The ``k`` most probable classes, best first (ties by index): (name, index, probability)."""
+    best = np.argsort(-probs, kind="stable")[:k]
+    return [(class_names[i], int(i), float(probs[i])) for i in best]
 
 
 def open_model(

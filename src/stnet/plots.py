@@ -169,3 +169,53 @@ def _plot_validation(ax: Any, records: Sequence[Mapping[str, Any]]) -> None:
         ax.legend(loc="lower right")
     else:
         _no_data(ax, "no evaluation yet")
+
+
+def plot_timeline(
+    times: Sequence[float],
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    segments: Sequence[tuple[int, float, float]],
+    duration: float,
+    path: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    top: int = 5,
+    title: str = "",
+) -> Path:
+    """Write a timeline PNG: the probability over time (window centres ``times``, ``probs`` (windows,
+    classes)) of the ``top`` classes that reach the highest probability anywhere, above a strip of the
+    ``segments`` ((class index, start, end) in seconds) in the same colours; time axis in mm:ss."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    probs = np.asarray(probs, dtype=np.float64).reshape(len(times), -1)
+    shown = [int(c) for c in np.argsort(-probs.max(axis=0), kind="stable")[:top]] if len(times) else []
+    for c, _start, _end in segments:
+        if c not in shown:
+            shown.append(c)
+    colours = {c: f"C{i % 10}" for i, c in enumerate(shown)}
+    fig = _new_figure(10.0, 4.0)
+    curve_ax, strip_ax = fig.subplots(2, 1, sharex=True, height_ratios=[4, 1])
+    for c in shown:
+        curve_ax.plot(times, probs[:, c], "o-", markersize=3, color=colours[c], label=class_names[c])
+    if threshold is not None:
+        curve_ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="threshold")
+    curve_ax.set_ylim(0, 1.02)
+    curve_ax.set_ylabel("probability")
+    curve_ax.grid(True, alpha=0.3)
+    if shown:
+        curve_ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    for c, start, end in segments:
+        strip_ax.broken_barh([(start, end - start)], (0, 1), color=colours[c])
+        strip_ax.text(
+            (start + end) / 2, 0.5, class_names[c], ha="center", va="center", fontsize=7, clip_on=True
+        )
+    strip_ax.set_yticks([])
+    strip_ax.set_ylabel("segments", rotation=0, ha="right", va="center")
+    strip_ax.set_xlim(0, max(duration, 1e-3))
+    strip_ax.xaxis.set_major_locator(MaxNLocator(nbins=10, steps=[1, 2, 3, 5, 6, 10]))
+    strip_ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{int(x // 60):02d}:{x % 60:04.1f}"))
+    strip_ax.set_xlabel("time (mm:ss)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save_png(fig, path)
