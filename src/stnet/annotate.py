@@ -124,7 +124,7 @@ def write_annotated(
                         raise UserError(
                             f"H.264 needs an even frame size, not {w}x{h}: give --out-size or a .gif"
                         )
-                    writer.write(draw_labels(frame, labels_at(index / fps)))
+                    writer.write(draw_labels(frame, labels_at(float(index / fps))))
             except (av.error.FFmpegError, OSError) as e:
                 if writer.frames == 0:
                     raise DataError(f"{video}: no decodable frames ({e})") from None

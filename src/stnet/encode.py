@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 import numpy as np
@@ -78,9 +79,9 @@ class VideoWriter:
         self._target = target
         self.format = container_format
         self.codec = "gif" if container_format == "gif" else codec
-        self.settings = dict(
-            fps=Fraction(fps), crf=crf, preset=preset, keyframe_interval=keyframe_interval, bit_rate=bit_rate
-        )
+        self.fps = Fraction(fps)
+        self.crf, self.preset, self.bit_rate = crf, preset, bit_rate
+        self.keyframe_interval = keyframe_interval
         self.rotate, self.hflip = rotate, hflip
         # Matroska/WebM write a random segment UID and the date unless told to be bit-exact
         bitexact = {"fflags": "+bitexact"} if container_format in ("matroska", "webm") else {}
@@ -104,8 +105,7 @@ class VideoWriter:
         return self
 
     def _open_stream(self, height: int, width: int) -> Any:
-        s = self.settings
-        stream = self._container.add_stream(self.codec, rate=s["fps"])
+        stream = self._container.add_stream(self.codec, rate=self.fps)
         stream.width, stream.height = width, height
         if self.codec == "gif":
             stream.pix_fmt = "rgb8"
@@ -116,9 +116,9 @@ class VideoWriter:
         if self.rotate or self.hflip:
             stream.set_display_rotation(self.rotate, hflip=self.hflip)
         if self.codec == "libx264":
-            options = {"crf": str(s["crf"]), "preset": s["preset"], "threads": "1", "x264-params": "mbtree=0"}
-            if s["keyframe_interval"] is not None:
-                options["g"] = str(s["keyframe_interval"])
+            options = {"crf": str(self.crf), "preset": self.preset, "threads": "1", "x264-params": "mbtree=0"}
+            if self.keyframe_interval is not None:
+                options["g"] = str(self.keyframe_interval)
             stream.options = options
         elif self.codec == "libvpx-vp9":
             options = {"crf": str(s["crf"]), "b": "0", "deadline": "realtime", "cpu-used": "8", "threads": "1"}
@@ -126,8 +126,8 @@ class VideoWriter:
                 options["g"] = str(s["keyframe_interval"])
             stream.options = options
         else:
-            stream.bit_rate = s["bit_rate"]
-            stream.codec_context.time_base = 1 / s["fps"]
+            stream.bit_rate = self.bit_rate
+            stream.codec_context.time_base = 1 / self.fps
             stream.codec_context.thread_count = 1
         return stream
 
@@ -148,7 +148,9 @@ class VideoWriter:
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
 
-    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         try:
             if kind is None:
                 if self._stream is None:
