@@ -48,7 +48,8 @@ class VideoWriter:
 
     The bytes depend on nothing but the frames and these settings: one encoder thread, frame timestamps
     set, x264's macroblock tree off (it is not repeatable on small frames), Matroska/WebM muxed
-    bit-exact and the colour conversion done in numpy. Use it as a context manager: the file appears when the block ends without an error.
+    bit-exact and the colour conversion done in numpy. Use it as a context manager: the file appears
+    when the block ends without an error.
     """
 
     def __init__(
@@ -121,9 +122,10 @@ class VideoWriter:
                 options["g"] = str(self.keyframe_interval)
             stream.options = options
         elif self.codec == "libvpx-vp9":
-            options = {"crf": str(s["crf"]), "b": "0", "deadline": "realtime", "cpu-used": "8", "threads": "1"}
-            if s["keyframe_interval"] is not None:
-                options["g"] = str(s["keyframe_interval"])
+            options = {"crf": str(self.crf), "b": "0", "deadline": "realtime", "cpu-used": "8"}
+            options["threads"] = "1"
+            if self.keyframe_interval is not None:
+                options["g"] = str(self.keyframe_interval)
             stream.options = options
         else:
             stream.bit_rate = self.bit_rate
