@@ -170,7 +170,7 @@ class Segment:
     index: int
     start: float
     end: float
-    prob: float  # the mean of the class's window probabilities over the run
+    prob: float  # the mean of the class's (smoothed) window probabilities over the run
     windows: int
 
     def to_json(self) -> dict[str, Any]:
@@ -335,7 +335,7 @@ def segments(
             j += 1
         c = labels[i]
         if c >= 0:
-            mean = float(probs[i : j + 1, c].mean())
+            mean = float(smoothed[i : j + 1, c].mean())
             out.append(Segment(class_names[c], c, bounds[i][0], bounds[j][1], mean, j - i + 1))
         i = j + 1
     return out
