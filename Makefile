@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to 2.13.0 in pyproject.toml; installing it first keeps pip on the CPU build.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# the openvino extra too, so the OpenVINO backend is tested
+	$(BIN)/python -m pip install --quiet -e ".[dev,openvino]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -330,8 +330,8 @@ def test_int8_export_refuses_other_formats_and_a_failed_check_writes_nothing(
     # a quantized model that ranks the classes backwards: its top-1 never agrees with fp32
     real = export_mod.runner_from_bytes
 
-    def reversed_int8(data, fmt, threads=None):
-        runner = real(data, fmt, threads)
+    def reversed_int8(data, fmt, threads=None, choice=None):
+        runner = real(data, fmt, threads, choice)
         if runner.info.precision != "int8":
             return runner
         return dataclasses.replace(runner, run=lambda clips, run=runner.run: -run(clips))

@@ -218,8 +218,9 @@ def _export(args: argparse.Namespace, rest: Sequence[str]) -> int:
         f"(tolerance {args.tolerance:g})" + (" before quantization" if calibration is not None else "")
     )
     if report.agreement is not None:
+        runs = ", ".join(f"{a:.1%} in {name}" for name, a in report.agreement_by_backend.items())
         print(
-            f"int8: same top-1 class as fp32 PyTorch on {report.agreement:.1%} of {len(calibration or [])} "
+            f"int8: same top-1 class as fp32 PyTorch on {runs} of {len(calibration or [])} "
             f"calibration clips ({args.calibration_split} split); measure its accuracy with stnet infer"
         )
     return 0
@@ -234,7 +235,8 @@ def cmd_infer(args: argparse.Namespace, rest: Sequence[str]) -> int:
 
     if rest:
         raise UserError(f"unexpected arguments: {' '.join(rest)}")
-    runner = load_exported(args.model, args.threads, trust=args.trust_model)
+    runner = load_exported(args.model, args.threads, trust=args.trust_model, backend=args.backend)
+    _say_backend(runner)
     out = Path(args.out) if args.out else Path(args.model).parent
     report = run_infer(
         runner,
@@ -275,7 +277,9 @@ def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
         classes_file=args.classes,
         threads=args.threads,
         trust_model=args.trust_model,
+        backend=args.backend,
     )
+    _say_backend(runner)
     if args.live:
         return _predict_live(args, runner)
     if args.timeline:
@@ -448,6 +452,25 @@ def _predict_live(args: argparse.Namespace, runner: typing.Any) -> int:
         print(f"stnet: error: {source}: {summary.error}", file=sys.stderr)
     print(f"stnet: {summary.line()}", file=sys.stderr)
     return 1 if summary.error else 0
+
+
+def _say_backend(runner: typing.Any) -> None:
+    """The backend that runs the model, and why (stderr: stdout carries the results)."""
+    why = f" ({runner.choice.reason})" if runner.choice is not None else ""
+    print(f"stnet: backend {runner.backend}{why}", file=sys.stderr)
+
+
+def _add_backend_arg(p: argparse.ArgumentParser) -> None:
+    from stnet.runners import BACKENDS
+
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="runtime: auto (fastest here, printed with why: OpenVINO on x86 CPUs where installed, ONNX "
+        "Runtime's CUDA/TensorRT providers on a GPU, else ONNX Runtime), onnxruntime, openvino "
+        "(pip install stnet[openvino]) for .onnx; torch for checkpoints and trusted .pt2/.ts",
+    )
 
 
 def _add_views_args(p: argparse.ArgumentParser) -> None:
@@ -687,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=workers_arg(), default=2, help="data loading processes (default 2)")
     p.add_argument("--out", default=None, help="folder for acc.log, infer.json (default: the model's)")
+    _add_backend_arg(p)
     _add_trust_arg(p)
     _add_skip_unreadable_arg(p)
     p.add_argument("--json", action="store_true", help="print infer.json's numbers as one JSON object")
@@ -714,6 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int_arg(1), default=None, help="threads of the runtime (default: all cores)"
     )
     p.add_argument("--json", action="store_true", help="one JSON object per video (JSON Lines)")
+    _add_backend_arg(p)
     _add_trust_arg(p)
     p.add_argument(
         "--strict",

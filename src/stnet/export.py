@@ -39,6 +39,7 @@ from stnet.runners import (
     META_KEY,
     OUTPUT_NAME,
     SUFFIXES,
+    BackendChoice,
     ExportError,
     ModelInfo,
     Runner,
@@ -253,7 +254,8 @@ class ExportReport:
     info: ModelInfo
     max_abs_diff: float
     size_bytes: int
-    agreement: float | None = None  # int8: top-1 agreement with fp32 on the calibration clips
+    agreement: float | None = None  # int8: top-1 agreement with fp32 on the calibration clips (lowest)
+    agreement_by_backend: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def export_model(
@@ -269,7 +271,8 @@ def export_model(
     """Export ``model`` described by ``info`` to ``out``, verify the result, then write it atomically.
 
     With ``calibration`` clips the ONNX export is quantized to int8 after its fp32 verification and
-    checked for top-1 agreement with the fp32 model on those clips (:func:`check_quantized`).
+    checked for top-1 agreement with the fp32 model on those clips (:func:`check_quantized`), in each
+    runtime of :func:`int8_backends`.
     """
     out = Path(out)
     fmt = format_for(out, fmt)
@@ -278,13 +281,27 @@ def export_model(
     data = export_bytes(model, info, fmt)
     diff = verify(runner_from_bytes(data, fmt), model, tolerance)
     agreement = None
+    checked: dict[str, float] = {}
     if calibration is not None:
         data = quantize_int8(data, calibration)
-        runner = runner_from_bytes(data, fmt)
-        agreement = check_quantized(runner, model, calibration, min_agreement)
+        for choice in int8_backends():
+            runner = runner_from_bytes(data, fmt, choice=choice)
+            checked[choice.backend] = check_quantized(runner, model, calibration, min_agreement)
+        agreement = min(checked.values())
         info = runner.info  # as the file describes itself: precision int8
     atomic_write_bytes(out, data)
-    return ExportReport(out, fmt, info, diff, len(data), agreement)
+    return ExportReport(out, fmt, info, diff, len(data), agreement, checked)
+
+
+def int8_backends() -> list[BackendChoice]:
+    """The runtimes an int8 export is checked on before it is written: ONNX Runtime, and OpenVINO
+    where it is installed (``--backend auto`` runs it there on x86 CPUs)."""
+    choices = [BackendChoice("onnxruntime", "int8 check")]
+    with contextlib.suppress(ImportError):
+        import openvino  # noqa: F401
+
+        choices.append(BackendChoice("openvino", "int8 check"))
+    return choices
 
 
 def check_output(out: str | Path, inputs: Iterable[str | Path | None]) -> Path:

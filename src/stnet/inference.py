@@ -8,6 +8,7 @@ checkpoint the file was exported from, up to the backend's numerical noise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -356,11 +357,13 @@ def open_model(
     classes_file: str | None = None,
     threads: int | None = None,
     trust_model: bool = False,
+    backend: str = "auto",
 ) -> Runner:
-    """The Runner of ``--model`` (an export) or of ``--checkpoint`` (with ``--config`` and overrides).
+    """The Runner of ``--model`` (an export) or of ``--checkpoint`` (with ``--config`` and overrides),
+    on ``backend`` (see :func:`stnet.runners.choose_backend`; a checkpoint runs in PyTorch).
     ``trust_model`` allows pt2/TorchScript exports, whose loading can run code (see ``load_exported``)."""
     from stnet.checkpoint import checkpoint_config
-    from stnet.runners import load_exported
+    from stnet.runners import choose_backend, load_exported
 
     if (model is None) == (checkpoint is None):
         raise ExportError("give exactly one of --model FILE (from stnet export) or --checkpoint FILE")
@@ -368,7 +371,9 @@ def open_model(
         if overrides:
             extra = " ".join(overrides)
             raise ExportError(f"unexpected arguments: {extra} (config flags go with --checkpoint)")
-        return load_exported(model, threads, trust=trust_model)
+        return load_exported(model, threads, trust=trust_model, backend=backend)
+    choice = choose_backend(backend, "checkpoint")
     if threads:
         torch.set_num_threads(threads)
-    return checkpoint_runner(checkpoint, checkpoint_config(checkpoint, config, overrides), classes_file)
+    cfg = checkpoint_config(checkpoint, config, overrides)
+    return dataclasses.replace(checkpoint_runner(checkpoint, cfg, classes_file), choice=choice)

@@ -22,7 +22,7 @@ import logging
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,13 +159,27 @@ class Runner:
     info: ModelInfo
     fmt: str
     run: Callable[[np.ndarray], np.ndarray]
-    backend: str
+    backend: str  # the runtime, its version, device and precision, as reports show it
+    choice: BackendChoice | None = None  # why this backend (set by load_exported and open_model)
 
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         return self.run(np.ascontiguousarray(clips, dtype=np.float32))
 
 
-def _onnx_runner(data: bytes, threads: int | None) -> Runner:
+def onnx_info(data: bytes) -> ModelInfo:
+    """The :class:`ModelInfo` an ONNX file carries (metadata property ``stnet``), read as data."""
+    import onnx
+
+    proto = onnx.load_model_from_string(data)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if META_KEY not in meta:
+        raise ExportError("this ONNX model was not exported by stnet (it has no 'stnet' metadata)")
+    return ModelInfo.from_json(meta[META_KEY])
+
+
+def _onnx_runner(data: bytes, threads: int | None, providers: Sequence[str] = ()) -> Runner:
+    """ONNX Runtime on ``providers`` (execution providers in order of preference; default: CUDA when
+    this ONNX Runtime has it, else the CPU)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -173,8 +187,9 @@ def _onnx_runner(data: bytes, threads: int | None) -> Runner:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
     available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    session = ort.InferenceSession(data, options, providers=providers)
+    wanted = list(providers) or ["CUDAExecutionProvider"]
+    chosen = [p for p in (*wanted, "CPUExecutionProvider") if p in available]
+    session = ort.InferenceSession(data, options, providers=list(dict.fromkeys(chosen)))
     meta = session.get_modelmeta().custom_metadata_map
     if META_KEY not in meta:
         raise ExportError("this ONNX model was not exported by stnet (it has no 'stnet' metadata)")
@@ -186,6 +201,41 @@ def _onnx_runner(data: bytes, threads: int | None) -> Runner:
 
     backend = f"onnxruntime {ort.__version__} {session.get_providers()[0]}"
     return Runner(info, "onnx", run, backend + (f" {info.precision}" if info.precision != "fp32" else ""))
+
+
+def _openvino_runner(data: bytes, threads: int | None, precision: str = "fp32") -> Runner:
+    """OpenVINO on the CPU, reading the ONNX file through its ONNX front end only (never another
+    format, never a pickle), computing in ``precision`` (``fp32`` or ``bf16``: OpenVINO's inference
+    precision; an int8 (QDQ) model runs its quantized layers in int8 either way)."""
+    try:
+        import openvino as ov
+        from openvino.frontend import FrontEndManager
+    except ImportError:
+        raise BackendError(OPENVINO_MISSING) from None
+
+    info = onnx_info(data)
+    if info.precision == "int8":  # its float layers stay fp32: the int8 accuracy was checked in fp32
+        precision = "fp32"
+    front_end = FrontEndManager().load_by_framework("onnx")
+    model = front_end.convert(front_end.load(io.BytesIO(data)))
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+    hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # what the CPU plugin actually computes in
+    ran = {"f32": "fp32"}.get(
+        hint.get_type_name(), hint.get_type_name()
+    )  # bf16 falls back to f32 if unsupported
+
+    def run(clips: np.ndarray) -> np.ndarray:
+        return np.array(request.infer([clips])[0])
+
+    what = "int8" if info.precision == "int8" else ran
+    return Runner(info, "onnx", run, f"openvino {ov.__version__.split('-')[0]} CPU {what}")
 
 
 def _torch_runner(data: bytes, fmt: str, threads: int | None) -> Runner:
@@ -208,6 +258,132 @@ def _torch_runner(data: bytes, fmt: str, threads: int | None) -> Runner:
         return module(torch.from_numpy(clips)).numpy()
 
     return Runner(info, fmt, run, f"torch {torch.__version__} {fmt}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Backends: which runtime runs a model (``--backend``)
+# ----------------------------------------------------------------------------------------------------
+
+BACKENDS = ("auto", "onnxruntime", "openvino", "torch")
+OPENVINO_MISSING = "--backend openvino needs OpenVINO, which is not installed: pip install stnet[openvino]"
+BF16_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX-512 BF16"}  # /proc/cpuinfo flags: native bf16
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")  # ONNX Runtime's, best first
+X86 = ("x86_64", "amd64", "i386", "i686")
+
+
+class BackendError(StnetError, ValueError):
+    """A ``--backend`` that cannot run this model here."""
+
+
+@dataclass(frozen=True)
+class Host:
+    """What ``--backend auto`` decides on: the CPU, and which runtimes can run here."""
+
+    arch: str  # platform.machine(), lower case
+    cpu_flags: frozenset[str]  # /proc/cpuinfo flags (empty where unreadable)
+    openvino: bool  # OpenVINO is importable
+    openvino_caps: tuple[str, ...] = ()  # OpenVINO's CPU OPTIMIZATION_CAPABILITIES (FP32, BF16, INT8, ...)
+    gpu_providers: tuple[str, ...] = ()  # ONNX Runtime GPU providers built in, when a GPU is present
+
+    @property
+    def x86(self) -> bool:
+        return self.arch in X86
+
+    @property
+    def bf16(self) -> str | None:
+        """Why this CPU computes bf16 natively (a flag, or OpenVINO's capability), or None."""
+        flag = next((f for f in BF16_FLAGS if f in self.cpu_flags), None)
+        if flag is not None:
+            return f"the CPU has {BF16_FLAGS[flag]}"
+        return "OpenVINO reports BF16 on this CPU" if "BF16" in self.openvino_caps else None
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (its text, or read here; empty if unreadable)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def detect_host() -> Host:
+    """This machine as :func:`choose_backend` sees it (imports OpenVINO and ONNX Runtime if present)."""
+    import platform
+
+    openvino, caps = True, tuple[str, ...]()
+    try:
+        import openvino as ov
+
+        caps = tuple(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    except Exception:  # not installed (ImportError), or no usable CPU plugin: ONNX Runtime then
+        openvino = False
+    gpu: tuple[str, ...] = ()
+    if torch.cuda.is_available():
+        import onnxruntime as ort
+
+        gpu = tuple(p for p in GPU_PROVIDERS if p in ort.get_available_providers())
+    return Host(platform.machine().lower(), cpu_flags(), openvino, caps, gpu)
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The runtime that runs a model, and why (printed by ``stnet infer``/``stnet predict``)."""
+
+    backend: str  # "onnxruntime", "openvino" or "torch"
+    reason: str
+    precision: str = "fp32"  # OpenVINO's inference precision: "fp32" or "bf16"
+    providers: tuple[str, ...] = ()  # ONNX Runtime execution providers, best first (CPU after them)
+
+
+def choose_backend(requested: str, fmt: str, host: Host | None = None) -> BackendChoice:
+    """The backend ``--backend requested`` means for a model of ``fmt`` (``onnx``, ``pt2``,
+    ``torchscript`` or ``checkpoint``) on ``host`` (default: this machine, :func:`detect_host`).
+
+    ``auto`` takes the fastest that keeps accuracy: ONNX Runtime's TensorRT/CUDA providers when a GPU
+    is present; else OpenVINO on x86 CPUs where it is installed (bf16 where the CPU computes bf16
+    natively, fp32 otherwise); else ONNX Runtime on the CPU. Checkpoints, pt2 and TorchScript run in
+    PyTorch (``torch``)."""
+    if requested not in BACKENDS:
+        raise BackendError(f"unknown backend {requested!r}: choose one of {', '.join(BACKENDS)}")
+    if fmt != "onnx":
+        what = "a checkpoint" if fmt == "checkpoint" else f"a {fmt} model"
+        if requested not in ("auto", "torch"):
+            raise BackendError(
+                f"--backend {requested} runs .onnx exports; {what} runs in PyTorch (--backend torch)"
+            )
+        return BackendChoice("torch", f"{what} runs in PyTorch")
+    if requested == "torch":
+        raise BackendError(
+            "--backend torch runs a checkpoint (--checkpoint) or a trusted .pt2/.ts export; an .onnx model "
+            "runs with --backend onnxruntime or openvino"
+        )
+    host = host or detect_host()
+    if requested == "openvino" and not host.openvino:
+        raise BackendError(OPENVINO_MISSING)
+    if requested == "onnxruntime":
+        return BackendChoice("onnxruntime", "asked for (--backend onnxruntime)", providers=host.gpu_providers)
+    if requested == "openvino" or (host.openvino and host.x86 and not host.gpu_providers):
+        bf16 = host.bf16
+        precision = "bf16" if bf16 else "fp32"
+        why = f"{bf16}, so bf16" if bf16 else "no native bf16 on this CPU, so fp32"
+        if requested == "openvino":
+            return BackendChoice("openvino", f"asked for (--backend openvino); {why}", precision)
+        return BackendChoice("openvino", f"OpenVINO is installed and this is an x86 CPU; {why}", precision)
+    if host.gpu_providers:
+        gpu = host.gpu_providers[0].removesuffix("ExecutionProvider")
+        return BackendChoice(
+            "onnxruntime", f"a GPU is present ({gpu} provider)", providers=host.gpu_providers
+        )
+    if not host.openvino:
+        why = "OpenVINO is not installed (pip install stnet[openvino] is faster on x86 CPUs)"
+    else:
+        why = f"OpenVINO is for x86 CPUs, this is {host.arch}"
+    return BackendChoice("onnxruntime", f"CPU; {why}")
 
 
 # What loading each format can do. ONNX is parsed by ONNX Runtime as data: a file can at worst fail to
@@ -326,17 +502,21 @@ def model_format(path: str | Path) -> str:
     return SUFFIXES[suffix]
 
 
-def load_exported(path: str | Path, threads: int | None = None, *, trust: bool = False) -> Runner:
-    """Open a file written by ``stnet export`` for inference.
+def load_exported(
+    path: str | Path, threads: int | None = None, *, trust: bool = False, backend: str = "onnxruntime"
+) -> Runner:
+    """Open a file written by ``stnet export`` for inference, with ``backend`` (one of
+    :data:`BACKENDS`; ``auto`` as :func:`choose_backend` decides, recorded in ``Runner.choice``).
 
     The format comes from the file's name and the contents must agree (an ``.onnx`` is only ever read as
-    ONNX). pt2 and TorchScript files can run code when loaded, so they are refused unless ``trust`` is
-    set (``--trust-model``); even then a pt2 archive with pickled entries beyond what
-    ``torch.export.save`` writes is refused (:func:`_check_pt2_archive`)."""
+    ONNX, by ONNX Runtime or OpenVINO). pt2 and TorchScript files can run code when loaded, so they are
+    refused unless ``trust`` is set (``--trust-model``); even then a pt2 archive with pickled entries
+    beyond what ``torch.export.save`` writes is refused (:func:`_check_pt2_archive`)."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"model not found: {path}")
     fmt = model_format(path)
+    choice = choose_backend(backend, fmt)
     if fmt in CODE_FORMATS and not trust:
         raise UnsafeModelError(f"{path}: refusing to load a {fmt} model without --trust-model: {TRUST_HINT}")
     try:
@@ -345,16 +525,24 @@ def load_exported(path: str | Path, threads: int | None = None, *, trust: bool =
         raise OSFailure(e, path, "reading") from None
     try:
         _check_content(data, fmt)
-        return runner_from_bytes(data, fmt, threads)
-    except ExportError as e:
+        runner = runner_from_bytes(data, fmt, threads, choice)
+    except (ExportError, BackendError) as e:
         raise type(e)(f"{path}: {e}") from None
     except Exception as e:  # a damaged or foreign file: one line, not the runtime's traceback
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"{path} is not a readable stnet {fmt} model: {first}") from None
+    return dataclasses.replace(runner, choice=choice)
 
 
-def runner_from_bytes(data: bytes, fmt: str, threads: int | None = None) -> Runner:
-    return _onnx_runner(data, threads) if fmt == "onnx" else _torch_runner(data, fmt, threads)
+def runner_from_bytes(
+    data: bytes, fmt: str, threads: int | None = None, choice: BackendChoice | None = None
+) -> Runner:
+    """A Runner of an exported file's bytes: ONNX in ONNX Runtime unless ``choice`` says otherwise."""
+    if fmt != "onnx":
+        return _torch_runner(data, fmt, threads)
+    if choice is not None and choice.backend == "openvino":
+        return _openvino_runner(data, threads, choice.precision)
+    return _onnx_runner(data, threads, choice.providers if choice else ())
 
 
 def class_names_for(
