@@ -98,6 +98,9 @@ def test_quick_bench_measures_every_section(tmp_path, capsys):
     infer = {(c["model"], c["variant"], c["batch"]) for c in cases if c["section"] == "infer"}
     assert ("StNet-R18", bench.ONNX, 2) in infer and ("TSN ResNet-18", "fp32", 1) in infer
     assert ("StNet-R18", bench.ONNX_INT8, 2) in infer
+    for precision in ("fp32", "int8"):  # the openvino extra is installed by make; bf16 only on bf16 CPUs
+        assert ("StNet-R18", bench.OPENVINO[precision], 2) in infer
+    assert result["deployment"]["variant"] in {v for _m, v, _b in infer}
     for c in cases:
         assert c["clips_per_s"] > 0 and c["gflops"] == pytest.approx(c["gflop_per_clip"] * c["clips_per_s"])
         if c["section"] == "train":
@@ -106,7 +109,8 @@ def test_quick_bench_measures_every_section(tmp_path, capsys):
     assert 0 <= result["data"]["epoch"]["data_wait"] < 1
     assert [r["T"] for r in result["scaling"]["by_T"]] == [2, 4]
     assert math.isfinite(result["scaling"]["exponent_pixels"])
-    assert len(result["targets"]) == 7
+    assert len(result["targets"]) == 9  # 2 of them for the default deployment path
+    assert "**Default deployment path** (`--backend auto` here)" in out_md.read_text()
     report = out_md.read_text()
     assert "**Targets**" in report and "Command: `stnet bench --quick`" in report
     assert report in capsys.readouterr().out

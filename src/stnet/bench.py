@@ -6,13 +6,15 @@ numbers move with load):
 1. the ceiling: dense matmul GFLOP/s in fp32 and bf16;
 2. StNet training clips/s, achieved GFLOP/s (FLOPs counted from the model) and peak memory per variant
    (fp32 eager, bf16 autocast + channels-last, torch.compile);
-3. StNet inference clips/s and latency, the same variants plus ONNX Runtime;
+3. StNet inference clips/s and latency, the same variants plus ONNX Runtime (fp32, int8) and, where
+   installed, OpenVINO (fp32, bf16 where the CPU has it, int8) on the file ``stnet export`` writes;
 4. the baseline a TSN user runs: a plain ResNet (3-channel frames, logits averaged over T), fp32 eager;
 5. the data pipeline: clip-store load + augment clips/s in one worker, and the fraction of a real
    ``stnet train`` epoch spent waiting for data;
 6. how inference cost grows with T and with the input size (fitted exponents);
 
-and then checks the targets, which are all ratios within the run.
+and then checks the targets, which are all ratios within the run; the inference targets are checked
+for the best PyTorch path and for the default deployment path (what ``--backend auto`` runs here).
 
 FLOPs are those of convolutions and matrix products (2 per multiply-add), counted by
 ``torch.utils.flop_counter`` on the model itself: a training step counts forward and backward.
@@ -131,6 +133,22 @@ class BenchError(StnetError, ValueError):
 FP32, FAST = "fp32", "bf16 + channels_last"
 ONNX = "ONNX Runtime fp32"
 ONNX_INT8 = "ONNX Runtime int8"  # int8 operations: not comparable with the bf16/fp32 FLOP ceiling
+OPENVINO = {"fp32": "OpenVINO fp32", "bf16": "OpenVINO bf16", "int8": "OpenVINO int8"}  # where installed
+
+
+def is_int8(variant: str) -> bool:
+    return variant.endswith(" int8")
+
+
+def deployment_variant(host: Any = None) -> tuple[str, str]:
+    """The inference variant ``stnet infer``/``stnet predict`` run by default here (``--backend auto``
+    on an .onnx export), and why: an OpenVINO or ONNX Runtime fp32 row of the inference table."""
+    from stnet.runners import choose_backend
+
+    choice = choose_backend("auto", "onnx", host)
+    if choice.backend == "openvino":
+        return OPENVINO[choice.precision], choice.reason
+    return ONNX, choice.reason
 
 
 def compiled(variant: str) -> str:
@@ -405,11 +423,13 @@ def _onnx_runners(
     model: nn.Module, plan: Workload, size: int, folder: Path
 ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """The model written by ``stnet export``'s code, fp32 and quantized as ``--quantize int8`` does,
-    loaded into ONNX Runtime. The int8 model is calibrated on random clips and its agreement with fp32
-    is not checked: an untrained model's classes mean nothing; this measures speed only."""
+    loaded into ONNX Runtime, and into OpenVINO (fp32, bf16, int8) where it is installed; bf16 only
+    where the CPU computes it (OpenVINO falls back to fp32 elsewhere: the row would repeat fp32). The
+    int8 model is calibrated on random clips and its agreement with fp32 is not checked: an untrained
+    model's classes mean nothing; this measures speed only."""
     from stnet.config import load_config
     from stnet.export import export_model, quantize_int8
-    from stnet.runners import ModelInfo, load_exported
+    from stnet.runners import BackendChoice, ModelInfo, load_exported, runner_from_bytes
 
     cfg = load_config(
         None,
@@ -424,7 +444,19 @@ def _onnx_runners(
     export_model(model, info, fp32, tolerance=1e-2)
     calibration = [example("stnet", plan, 1, size).numpy() for _ in range(4)]
     int8.write_bytes(quantize_int8(fp32.read_bytes(), calibration))
-    return {ONNX: load_exported(fp32), ONNX_INT8: load_exported(int8)}
+    runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        ONNX: load_exported(fp32, backend="onnxruntime"),
+        ONNX_INT8: load_exported(int8, backend="onnxruntime"),
+    }
+    with contextlib.suppress(ImportError):
+        import openvino  # noqa: F401
+
+        for precision, path in (("fp32", fp32), ("bf16", fp32), ("int8", int8)):
+            choice = BackendChoice("openvino", "bench", "bf16" if precision == "bf16" else "fp32")
+            runner = runner_from_bytes(path.read_bytes(), "onnx", None, choice)
+            if runner.backend.endswith(f" {precision}"):  # bf16 ran as bf16, not fallen back to fp32
+                runners[OPENVINO[precision]] = runner
+    return runners
 
 
 def run_infer_cases(
@@ -648,10 +680,19 @@ def targets(result: dict[str, Any]) -> list[Target]:
         out.append(
             _at_least(f"StNet inference ({best.variant}) ÷ TSN fp32, {size} px batch {batch}", ratio, 2)
         )
-        floating = max((c for c in stnet_infer if c.variant != ONNX_INT8), key=lambda c: c.clips_per_s)
+        floating = max((c for c in stnet_infer if not is_int8(c.variant)), key=lambda c: c.clips_per_s)
         share = floating.gflops / ceiling
         what = f"StNet inference ({floating.variant}) GFLOP/s ÷ matmul ceiling"
         out.append(_at_least(what, share, 0.55, share=True))
+        deployed = [c for c in stnet_infer if c.variant == result.get("deployment", {}).get("variant")]
+        if deployed:  # what `stnet infer`/`stnet predict` run by default here (--backend auto)
+            c = deployed[0]
+            ratio = c.clips_per_s / tsn_infer[0].clips_per_s
+            what = f"default deployment path ({c.variant}) ÷ TSN fp32, {size} px batch {batch}"
+            out.append(_at_least(what, ratio, 2))
+            own = result["ceiling"]["bf16" if "bf16" in c.variant else "fp32"]
+            what = f"default deployment path ({c.variant}) GFLOP/s ÷ its precision's matmul ceiling"
+            out.append(_at_least(what, c.gflops / own, 0.55, share=True))
     if "data" in result:
         wait = result["data"]["epoch"]["data_wait"]
         out.append(
@@ -694,6 +735,10 @@ def machine() -> dict[str, Any]:
         import onnxruntime
 
         info["onnxruntime"] = onnxruntime.__version__
+    with contextlib.suppress(ImportError):
+        import openvino
+
+        info["openvino"] = openvino.__version__.split("-")[0]
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -717,6 +762,7 @@ def render(result: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores ({isa}), {m['memory_gib'] or 0:.0f} GiB"
         + (f", {m['gpu']}" if "gpu" in m else ", no GPU")
         + f"; Python {m['python']}, torch {m['torch']}, onnxruntime {m.get('onnxruntime', '-')}, "
+        + f"openvino {m.get('openvino', '-')}, "
         + f"{m['torch_threads']} torch threads. "
         + f"Command: `{result['command']}` ({result['seconds'] / 60:.1f} min).",
         "",
@@ -735,7 +781,7 @@ def render(result: dict[str, Any]) -> str:
             row = [c.model, shape, c.batch, c.variant, f"{c.clips_per_s:.2f}"]
             if section == "infer":
                 row += [f"{c.ms_per_clip:.1f}", f"{c.p99_ms_per_clip:.1f}"]
-            share = "int8" if c.variant == ONNX_INT8 else f"{c.gflops / ceiling:.0%}"
+            share = "int8" if is_int8(c.variant) else f"{c.gflops / ceiling:.0%}"
             row += [f"{c.gflop_per_clip:.1f}", f"{c.gflops:.0f}", share]
             if section == "train":
                 row.append(f"{c.peak_gib:.2f}")
@@ -778,6 +824,9 @@ def render(result: dict[str, Any]) -> str:
             ["size", *(f"{r['size']}²" for r in s["by_size"]), "exponent (in pixels)"],
             [[f"T={T}", *(f"{r['ms_per_clip']:.1f}" for r in s["by_size"]), f"{s['exponent_pixels']:.2f}"]],
         )
+    if "deployment" in result:
+        d = result["deployment"]
+        lines += ["", f"**Default deployment path** (`--backend auto` here): {d['variant']} ({d['reason']})."]
     rows = [[t.what, t.shown, t.goal, "yes" if t.met else "**no**"] for t in targets(result)]
     lines += [
         "",
@@ -828,6 +877,9 @@ def run_bench(
         train_variants = [FP32, FAST] + ([compiled(FAST)] if plan.compile else [])
         result["cases"] += [asdict(c) for c in run_train_cases(plan, train_variants, device, say)]
     if "infer" in sections:
+        variant, why = deployment_variant()
+        result["deployment"] = {"variant": variant, "reason": why}
+        say(f"  default deployment path (--backend auto): {variant} ({why})")
         result["cases"] += [asdict(c) for c in run_infer_cases(plan, variants, device, say)]
     if "data" in sections:
         result["data"] = run_data(plan, say)
@@ -847,9 +899,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         help="measure training/inference speed, the machine's ceiling, data loading; check the targets",
         description="Measure, in one run: the dense-matmul ceiling (fp32, bf16); StNet-R50 training and "
         "inference clips/s, achieved GFLOP/s and peak memory for fp32, bf16 + channels-last, "
-        "torch.compile and ONNX Runtime; a plain ResNet-50 TSN baseline; clip-store loading and the data "
-        "wait of a real training epoch; cost vs T and input size. Prints markdown tables and the targets "
-        "(ratios within the run). The full run took 9-12 minutes on 2 CPU cores (docs/benchmarks.md).",
+        "torch.compile, ONNX Runtime and OpenVINO; a plain ResNet-50 TSN baseline; clip-store loading and "
+        "the data wait of a real training epoch; cost vs T and input size. Prints markdown tables and the "
+        "targets (ratios within the run). The full run took 9-12 minutes on 2 CPU cores (docs/benchmarks.md)",
     )
     p.add_argument(
         "--quick", action="store_true", help="a small model and tiny inputs: checks everything runs"

@@ -236,7 +236,6 @@ def cmd_infer(args: argparse.Namespace, rest: Sequence[str]) -> int:
     if rest:
         raise UserError(f"unexpected arguments: {' '.join(rest)}")
     runner = load_exported(args.model, args.threads, trust=args.trust_model, backend=args.backend)
-    _say_backend(runner)
     out = Path(args.out) if args.out else Path(args.model).parent
     report = run_infer(
         runner,
@@ -249,6 +248,7 @@ def cmd_infer(args: argparse.Namespace, rest: Sequence[str]) -> int:
         out_dir=out,
         model_name=args.model,
         skip_unreadable=args.skip_unreadable,
+        log=_say,
     )
     if args.json:
         print(json.dumps(report.summary))
@@ -279,7 +279,7 @@ def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
         trust_model=args.trust_model,
         backend=args.backend,
     )
-    _say_backend(runner)
+    _say(runner.describe())
     if args.live:
         return _predict_live(args, runner)
     if args.timeline:
@@ -454,10 +454,9 @@ def _predict_live(args: argparse.Namespace, runner: typing.Any) -> int:
     return 1 if summary.error else 0
 
 
-def _say_backend(runner: typing.Any) -> None:
-    """The backend that runs the model, and why (stderr: stdout carries the results)."""
-    why = f" ({runner.choice.reason})" if runner.choice is not None else ""
-    print(f"stnet: backend {runner.backend}{why}", file=sys.stderr)
+def _say(message: str) -> None:
+    """A note on how the command runs, e.g. the backend and why (stderr: stdout carries the results)."""
+    print(f"stnet: {message}", file=sys.stderr)
 
 
 def _add_backend_arg(p: argparse.ArgumentParser) -> None:

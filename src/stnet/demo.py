@@ -183,7 +183,7 @@ def demo_steps(out: Path, preset: Preset, depth: int, seed: int, control: bool) 
             ["eval", "--checkpoint", ckpt, "--precision", "fp32", "--out", str(out / "eval")],
         ),
         Step("export to ONNX (verified against PyTorch)", ["export", "--checkpoint", ckpt, "--out", onnx]),
-        Step("ONNX Runtime over val", infer),
+        Step("the export over val (stnet infer, --backend auto)", infer),
         Step("predict held-out test videos", ["predict", "--model", onnx, "--topk", "3", "--json"]),
         Step(
             "explain one test video (Grad-CAM at layer4)",
@@ -244,6 +244,7 @@ def summary(out: Path, steps: list[Step], preset: Preset, depth: int, control: b
         "val_videos": evaluated["num_videos"],
         "onnx_top1": inferred["top1"],
         "onnx_clips_per_s": inferred["clips_per_s"],
+        "onnx_backend": inferred["backend"],
         "test_correct": correct,
         "test_videos": len(predictions),
         "confusion": str(out / "eval" / "confusion.png"),
@@ -271,7 +272,7 @@ def print_summary(result: dict[str, Any], classes: int) -> None:
             " -- a single frame cannot tell the classes apart"
         )
     print(
-        f"  ONNX Runtime: top-1 {100 * result['onnx_top1']:.1f} % (same videos), "
+        f"  the export ({result['onnx_backend']}): top-1 {100 * result['onnx_top1']:.1f} % (same videos), "
         f"{result['onnx_clips_per_s']:.0f} clips/s"
     )
     print(f"  held-out test videos predicted correctly: {result['test_correct']}/{result['test_videos']}")

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,16 +152,20 @@ def run_infer(
     out_dir: str | Path,
     model_name: str = "model",
     skip_unreadable: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> InferReport:
     """Run ``runner`` over every video of ``split`` (eval transforms for any split); write ``acc.log``
     and ``infer.json`` to ``out_dir``, which is checked to be writable first. If writing fails all the
-    same, the report comes back with ``report_error`` set."""
+    same, the report comes back with ``report_error`` set. ``log`` gets the backend line
+    (:meth:`Runner.describe`) once the inputs are checked, before the run."""
     info = runner.info
     cfg = info.config(dataset_path=str(dataset_path), workers=workers, batch_size=batch_size)
     out = check_writable_folder(out_dir, "the inference reports")
     dataset = build_dataset(cfg, split, test_views=eval_views(clips, crops), augment=False)
     _check_classes(dataset, info)
     loader = build_loader(dataset, cfg, DistInfo(), torch.device("cpu"), train=False, batch_size=batch_size)
+    if log is not None:
+        log(runner.describe())
     timed = _TimedRunner(runner)
     warm = np.zeros((batch_size * clips * crops, info.T, 3 * info.N, info.size, info.size), np.float32)
     runner(warm)  # the first call initialises the runtime: keep it out of the latency

@@ -165,6 +165,10 @@ class Runner:
     def __call__(self, clips: np.ndarray) -> np.ndarray:
         return self.run(np.ascontiguousarray(clips, dtype=np.float32))
 
+    def describe(self) -> str:
+        """``backend <runtime, version, device, precision> (<why it was chosen>)``."""
+        return f"backend {self.backend}" + (f" ({self.choice.reason})" if self.choice else "")
+
 
 def onnx_info(data: bytes) -> ModelInfo:
     """The :class:`ModelInfo` an ONNX file carries (metadata property ``stnet``), read as data."""
@@ -503,7 +507,7 @@ def model_format(path: str | Path) -> str:
 
 
 def load_exported(
-    path: str | Path, threads: int | None = None, *, trust: bool = False, backend: str = "onnxruntime"
+    path: str | Path, threads: int | None = None, *, trust: bool = False, backend: str = "auto"
 ) -> Runner:
     """Open a file written by ``stnet export`` for inference, with ``backend`` (one of
     :data:`BACKENDS`; ``auto`` as :func:`choose_backend` decides, recorded in ``Runner.choice``).
