@@ -43,7 +43,7 @@ TRT, CUDA = "TensorrtExecutionProvider", "CUDAExecutionProvider"
     [
         (Host("x86_64", XEON, True), "openvino", "bf16", "the CPU has AMX, so bf16"),
         (Host("x86_64", EPYC, True), "openvino", "bf16", "the CPU has AVX-512 BF16, so bf16"),
-        (Host("x86_64", OLD, True), "openvino", "fp32", "no native bf16 on this CPU, so fp32"),
+        (Host("x86_64", OLD, True), "onnxruntime", "fp32", "OpenVINO fp32 is not faster than ONNX"),
         (Host("x86_64", frozenset(), True, ("FP32", "BF16")), "openvino", "bf16", "OpenVINO reports BF16"),
         (Host("x86_64", XEON, False), "onnxruntime", "fp32", "pip install stnet[openvino]"),
         (Host("aarch64", frozenset({"asimd"}), True), "onnxruntime", "fp32", "this is aarch64"),

@@ -279,11 +279,11 @@ def cmd_predict(args: argparse.Namespace, rest: Sequence[str]) -> int:
         trust_model=args.trust_model,
         backend=args.backend,
     )
-    _say(runner.describe())
     if args.live:
         return _predict_live(args, runner)
     if args.timeline:
         return _predict_timeline(args, runner, outputs)
+    _say(runner.describe())
     failed = 0
     views = {"topk": args.topk, "clips": args.clips, "crops": args.crops}
     for pred in predict(runner, args.videos, **views, strict=args.strict):
@@ -466,9 +466,9 @@ def _add_backend_arg(p: argparse.ArgumentParser) -> None:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="runtime: auto (fastest here, printed with why: OpenVINO on x86 CPUs where installed, ONNX "
-        "Runtime's CUDA/TensorRT providers on a GPU, else ONNX Runtime), onnxruntime, openvino "
-        "(pip install stnet[openvino]) for .onnx; torch for checkpoints and trusted .pt2/.ts",
+        help="runtime: auto (fastest here, printed with why: ONNX Runtime's CUDA/TensorRT providers on a "
+        "GPU, OpenVINO bf16 on AMX/AVX-512 BF16 CPUs where installed, else ONNX Runtime), onnxruntime, "
+        "openvino (pip install stnet[openvino]) for .onnx; torch for checkpoints and trusted .pt2/.ts",
     )
 
 
