@@ -106,7 +106,8 @@ def main() -> None:
         )
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{n} entries done", file=sys.stderr)
-    print("| entries | plan_list | execute (no decoding) | peak memory | 4 shards | merge | report | × previous |")
+    header = ["entries", "plan_list", "execute (no decoding)", "peak memory", "4 shards", "merge", "report"]
+    print("| " + " | ".join([*header, "× previous"]) + " |")
     print("|---|---|---|---|---|---|---|---|")
     previous = None
     for r in rows:
