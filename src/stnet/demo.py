@@ -186,8 +186,8 @@ def demo_steps(out: Path, preset: Preset, depth: int, seed: int, control: bool) 
         Step("the export over val (stnet infer, --backend auto)", infer),
         Step("predict held-out test videos", ["predict", "--model", onnx, "--topk", "3", "--json"]),
         Step(
-            "explain one test video (Grad-CAM at layer4)",
-            ["explain", "--checkpoint", ckpt, "--out", str(out / "explain")],
+            "explain one test video (Grad-CAM at layer2: layer4's map is 2x2 at the demo's size)",
+            ["explain", "--checkpoint", ckpt, "--layer", "layer2", "--out", str(out / "explain")],
         ),
     ]
     if control:
