@@ -1,11 +1,14 @@
 """Data-pipeline throughput: clips/s per worker from the clip store and from raw videos, and prepare speed.
 
-    .venv/bin/python benchmarks/data.py            # about a minute on 2 cores
+    .venv/bin/python benchmarks/data.py            # about two minutes on 2 cores
     .venv/bin/python benchmarks/data.py --quick    # a smoke run
 
-Everything runs in one process with one torch thread, i.e. what one DataLoader worker does. Videos are
-synthetic but video-like (smooth gradients, a moving disc, mild noise) at UCF101's 320×240, 25 fps, so
-JPEG and H.264 sizes are realistic. Prints a markdown table.
+The first table runs in one process with one torch thread, i.e. what one DataLoader worker does. The
+second compares the float32 clips workers used to hand over (normalised on the CPU) with the uint8 clips
+they hand over now (normalised on the device): CPU ms per clip in a worker, interleaved A/B repeats
+(median), and a real DataLoader's clips/s with 1, 2 and 4 workers. Videos are synthetic but video-like
+(smooth gradients, a moving disc, mild noise) at UCF101's 320×240, 25 fps, so JPEG and H.264 sizes are
+realistic. Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader, RandomSampler
 
 from stnet import cli
 from stnet.bench import video_like_frames as synthetic_frames
 from stnet.clipstore import ClipReader
 from stnet.datasets import ClipSpec, Sample, VideoClipDataset
 from stnet.encode import encode_video
+from stnet.transforms import Normalise
 
 
 def run_prepare(src: Path, out: Path, short_side: int, workers: int) -> float:
@@ -45,6 +50,69 @@ def per_call_ms(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median ms per call of each of ``fns``, called in turn (A, B, A, B, ...) so load drifts hit all."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def loader_clips_per_s(dataset: VideoClipDataset, workers: int, batches: int, batch: int = 8) -> float:
+    """Clips/s a DataLoader with ``workers`` workers delivers, timed from its first batch (the workers'
+    start-up left out) over ``batches`` more; each worker with one torch thread, as in training."""
+    sampler = RandomSampler(dataset, replacement=True, num_samples=batch * (batches + 1))
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, prefetch_factor=2)
+    it = iter(loader)
+    next(it)
+    start = time.perf_counter()
+    count = sum(len(y) for _x, y in it)
+    return count / (time.perf_counter() - start)
+
+
+def uint8_rows(store: Path, spec: ClipSpec, repeats: int, batches: int) -> list[tuple[str, str, str, str]]:
+    """float32 (before) vs uint8 (now) clips out of the workers: CPU ms/clip, normalisation on the
+    device's side, and loader clips/s with 1, 2, 4 workers."""
+    floats = VideoClipDataset([Sample(store, 0)] * 16, spec, "train", seed=0)
+    pixels = floats.as_uint8()
+    k = iter(range(10**9))
+    ms = interleaved_ms(
+        {"float": lambda: floats[next(k) % 16], "uint8": lambda: pixels[next(k) % 16]}, repeats
+    )
+    rows = [("CPU ms per clip in a worker", f"{ms['float']:.2f}", f"{ms['uint8']:.2f}", "")]
+    rows[0] = (*rows[0][:3], f"{ms['float'] / ms['uint8']:.2f}× less CPU")
+    batch8 = torch.stack([pixels[i][0] for i in range(8)])
+    normalise = Normalise.from_spec(spec)
+    norm_ms = interleaved_ms({"n": lambda: normalise(batch8)}, repeats)["n"] / 8
+    rows.append(
+        (
+            "normalise on the device (here: the CPU, 1 thread), ms per clip",
+            "(in the worker)",
+            f"{norm_ms:.2f}",
+            "",
+        )
+    )
+    mib = batch8[0].numel() / 2**20
+    rows.append(("bytes per clip to the device (MiB)", f"{4 * mib:.2f}", f"{mib:.2f}", "4× fewer"))
+    torch.set_num_threads(2)  # the loader's main process; workers set themselves to one thread
+    for workers in (1, 2, 4):
+        rates: dict[str, list[float]] = {"float": [], "uint8": []}
+        for _ in range(3):  # interleaved
+            for name, ds in (("float", floats), ("uint8", pixels)):
+                rates[name].append(loader_clips_per_s(ds, workers, batches))
+        f, u = (statistics.median(rates[n]) for n in ("float", "uint8"))
+        rows.append(
+            (f"DataLoader clips/s, {workers} worker(s), batch 8", f"{f:.1f}", f"{u:.1f}", f"{u / f:.2f}×")
+        )
+    torch.set_num_threads(1)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,12 +165,25 @@ def main(argv: list[str] | None = None) -> int:
             raw = not str(path).endswith(".stclip")
             ms = per_call_ms(lambda ds=ds: ds[0], max(3, repeats // 4) if raw else repeats)
             rows.append((name, f"{1000 / ms:.0f} clips/s", f"{ms:.1f} ms/clip"))
+        ab = {
+            what: uint8_rows(path, spec, repeats, 4 if args.quick else 12)
+            for what, path, spec in (
+                ("UCF recipe 7×5 @112, train", store128, ucf),
+                ("Kinetics recipe 7×5 @224, train", store256, kinetics),
+            )
+        }
 
     print(f"torch threads: 1; store frames {w}×{h} at JPEG quality 90 ≈ {size_kb:.1f} KiB/frame\n")
     print("| what (one process, one thread) | throughput | cost |")
     print("|---|---|---|")
     for row in rows:
         print(f"| {row[0]} | {row[1]} | {row[2]} |")
+    for what, ab_rows in ab.items():
+        print(f"\nClips out of the workers, store, {what}: float32 (before) vs uint8 (now)\n")
+        print("| what | float32 clips | uint8 clips | ratio |")
+        print("|---|---|---|---|")
+        for ab_row in ab_rows:
+            print("| " + " | ".join(ab_row) + " |")
     return 0
 
 

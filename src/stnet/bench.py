@@ -564,12 +564,14 @@ def make_store(plan: Workload, root: Path) -> Path:
 
 
 def worker_rate(plan: Workload, store: Path, seconds: float = 2.0) -> dict[str, float]:
-    """Training clips/s one DataLoader worker (one process, one thread) loads and augments."""
+    """Training clips/s one DataLoader worker (one process, one thread) loads and augments (uint8 clips,
+    as :func:`stnet.loader.build_loader` has them)."""
     from stnet.datasets import ClipSpec, Sample, VideoClipDataset
 
     paths = sorted(store.rglob("*.stclip"))
     spec = ClipSpec("ucf101", plan.T, plan.N, plan.data_size, round(plan.data_size * 8 / 7))
     ds = VideoClipDataset([Sample(p, i % 4) for i, p in enumerate(paths)], spec, "train", seed=0)
+    ds = ds.as_uint8()  # what a training loader's worker hands over (normalised on the device)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -11,14 +11,16 @@ A sample is a video in one of four forms, recognised by its path:
 * any other file — a video decoded with PyAV (training straight from videos, same sampling).
 
 Each item is ``(clip, label)`` with ``clip`` float32 ``(T, 3N, S, S)`` (channel 3k+c = colour c of
-frame k of the segment) or, with ``test_views=(K, C)``, ``(K·C, T, 3N, S, S)``: K temporal clips × C
-spatial crops, clip-major, for score averaging. The split is a :class:`Split` and chooses the list;
+frame k of the segment; uint8 pixels, normalised later on the device, from
+:meth:`VideoClipDataset.as_uint8`) or, with ``test_views=(K, C)``, ``(K·C, T, 3N, S, S)``: K temporal
+clips × C spatial crops, clip-major, for score averaging. The split is a :class:`Split` and chooses the list;
 train augmentation is applied to the train split unless ``augment=False`` (evaluation of any split).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import enum
 import itertools
@@ -52,6 +54,7 @@ from stnet.transforms import (
     eval_plans,
     frame_size,
     to_clip_tensor,
+    to_clip_uint8,
     train_plan,
 )
 from stnet.video import count_packets, read_frames
@@ -383,6 +386,15 @@ class VideoClipDataset(Dataset):
         self.rng = random.Random(seed)
         self._video_frames: dict[Path, int] = {}
         self._warned: set[Path] = set()
+        self.uint8 = False  # see as_uint8
+
+    def as_uint8(self) -> VideoClipDataset:
+        """This dataset with items as uint8 pixels (``(T, 3N, S, S)``, not normalised): what loader workers
+        hand over, normalised on the device by ``Normalise.from_spec(self.spec)``. A shallow copy: frame
+        counts set on either are shared."""
+        twin = copy.copy(self)
+        twin.uint8 = True
+        return twin
 
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's augmentations (call before the loader's iterator is created)."""
@@ -498,7 +510,9 @@ class VideoClipDataset(Dataset):
             crops = self.test_views[1] if self.test_views else 1
             plans = eval_plans(size, s.short_size, s.target_size, crops, fixed_aspect=s.fixed_aspect)
         tensors = [
-            to_clip_tensor(apply_plan(frames, plan), s.T, s.N, s.mean, s.std)
+            to_clip_uint8(apply_plan(frames, plan), s.T, s.N)
+            if self.uint8
+            else to_clip_tensor(apply_plan(frames, plan), s.T, s.N, s.mean, s.std)
             for frames in views
             for plan in plans
         ]

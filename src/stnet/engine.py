@@ -49,7 +49,7 @@ from stnet.distributed import (
 )
 from stnet.errors import StnetError
 from stnet.fileio import atomic_write_bytes, folder_lock
-from stnet.loader import build_loader
+from stnet.loader import build_loader, loader_normalise, to_model_input
 from stnet.metrics import EvalResult, ScoreAccumulator
 from stnet.model import build_model, to_channels_last
 from stnet.optim import base_lr, build_optimizer, global_batch, lr_at, lr_line, set_lr
@@ -217,11 +217,12 @@ def train_one_epoch(
     meter = Meter(device)
     step_loss = torch.zeros((), device=device)
     optimizer.zero_grad(set_to_none=not isinstance(model, DDP))
+    normalise = loader_normalise(loader)
     for i, (wait, (x, y)) in enumerate(_timed(loader)):
         if i >= steps * accumulate:
             break
         meter.waited += wait
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = to_model_input(x, device, normalise), y.to(device, non_blocking=True)
         last_micro = (i + 1) % accumulate == 0
         with _grad_sync(model, last_micro):
             with amp:
@@ -280,10 +281,11 @@ def recompute_bn_stats(
         bn.momentum = None  # cumulative average over the batches that follow
     net.train()
     used = 0
+    normalise = loader_normalise(loader)
     try:
         for x, _y in itertools.islice(loader, batches):
             with autocast(device, amp_dtype):
-                net(x.to(device, non_blocking=True))
+                net(to_model_input(x, device, normalise))
             used += 1
     finally:
         for bn, momentum in zip(bns, momenta, strict=True):
@@ -341,13 +343,14 @@ def evaluate(
     acc = ScoreAccumulator()
     fate = "left out (--skip_unreadable)" if skip_unreadable else "counted as a miss"
     progress = Progress(len(loader), desc, dist.is_main)
+    normalise = loader_normalise(loader)
     for batch in loader:
         for index, label, why in batch.unreadable:
             print(f"unreadable video, {fate}: {why}", file=sys.stderr, flush=True)
             acc.add_unreadable([index], [label])
         if batch.views is not None:
             with autocast(device, amp_dtype):
-                logits = model(batch.views.to(device, non_blocking=True)).float().cpu()
+                logits = model(to_model_input(batch.views, device, normalise)).float().cpu()
             acc.add(batch.video_ids, logits, batch.labels, batch.view_ids, batch.weights)
         progress.update()
     progress.close()

@@ -1,4 +1,10 @@
-"""The DataLoader around stnet's datasets: samplers, worker seeding and the evaluation collate."""
+"""The DataLoader around stnet's datasets: samplers, worker seeding, the evaluation collate, and the
+move of a batch to the device.
+
+Workers hand over uint8 clips (a quarter of float32's bytes, no normalisation on the CPU); the loops
+call :func:`to_model_input`, which copies a batch to the device (from pinned memory, without blocking,
+on CUDA) and normalises it there with the loader's :class:`~stnet.transforms.Normalise`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from stnet.config import Config
 from stnet.datasets import VideoClipDataset
 from stnet.distributed import DistInfo
 from stnet.errors import DataError
+from stnet.transforms import Normalise
 
 
 def seed_worker(worker_id: int) -> None:
@@ -100,6 +107,32 @@ def collate_eval(items: list[tuple]) -> EvalBatch:
     )
 
 
+class ClipLoader(DataLoader):
+    """A DataLoader that knows how its clips become the model's input: ``normalise`` (None when its
+    dataset hands over normalised float clips already)."""
+
+    def __init__(self, dataset: Dataset, *, normalise: Normalise | None = None, **kwargs: Any) -> None:
+        super().__init__(dataset, **kwargs)
+        self.normalise = normalise
+
+
+def to_model_input(x: torch.Tensor, device: torch.device, normalise: Normalise | None) -> torch.Tensor:
+    """A batch of clips as the model's input on ``device``: copied there as it comes (uint8 from a
+    :class:`ClipLoader`: 4x fewer bytes than float32; ``non_blocking`` overlaps the copy from pinned
+    memory on CUDA), then normalised on the device. Float batches are moved unchanged."""
+    x = x.to(device, non_blocking=True)
+    if x.is_floating_point():
+        return x
+    if normalise is None:
+        raise TypeError(f"a {x.dtype} batch needs the normalisation of the loader that made it")
+    return normalise(x)
+
+
+def loader_normalise(loader: Any) -> Normalise | None:
+    """The normalisation a loader's batches need (None for a plain iterable of float batches)."""
+    return getattr(loader, "normalise", None)
+
+
 def build_loader(
     dataset: Dataset,
     cfg: Config,
@@ -110,12 +143,16 @@ def build_loader(
     epoch: int = 0,
     batch_size: int | None = None,
 ) -> DataLoader:
-    """A DataLoader for one epoch.
+    """A DataLoader for one epoch (a :class:`ClipLoader`: stnet datasets' clips come as uint8).
 
     Training: shuffled by ``(seed, epoch)`` and split over processes (DistributedSampler), incomplete last
     batch dropped. Evaluation: every video exactly once over all processes (rank r takes r, r+W, ...,
     no padding), nothing dropped, items carry their index.
     """
+    normalise = None
+    if isinstance(dataset, VideoClipDataset):
+        normalise = Normalise.from_spec(dataset.spec)
+        dataset = dataset.as_uint8()
     if train:
         sampler: Any = DistributedSampler(
             dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed
@@ -127,7 +164,7 @@ def build_loader(
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)  # stnet datasets draw augmentations from (seed, epoch, index)
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank)
-    return DataLoader(
+    return ClipLoader(
         dataset,
         batch_size=batch_size or cfg.batch_size,
         sampler=sampler,
@@ -140,4 +177,5 @@ def build_loader(
         # the augmentations an uninterrupted one would have
         persistent_workers=False,
         collate_fn=None if train else collate_eval,
+        normalise=normalise,
     )

@@ -15,9 +15,11 @@ unless ``fixed_aspect`` asks for the reference's 4:3 (``round(4/3·short)`` on t
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,19 +147,66 @@ def apply_plan(frames: Sequence[Frame], plan: CropPlan) -> np.ndarray:
     return out
 
 
-def to_clip_tensor(
-    frames: np.ndarray, T: int, N: int, mean: Sequence[float], std: Sequence[float]
-) -> torch.Tensor:
-    """uint8 frames (T·N, S, S, 3) in segment-major order → normalised float32 (T, 3N, S, S).
+def to_clip_uint8(frames: np.ndarray, T: int, N: int) -> torch.Tensor:
+    """uint8 frames (T·N, S, S, 3) in segment-major order → uint8 clip (T, 3N, S, S), not normalised.
 
-    Channel ``3k + c`` of segment t is colour c (RGB) of frame k of that segment: ``(x/255 − mean)/std``.
+    Channel ``3k + c`` of segment t is colour c (RGB) of frame k of that segment. This is what loader
+    workers hand over: a quarter of the float32 clip's bytes; :class:`Normalise` turns a batch of such
+    clips into the model's input on the device.
     """
     n, h, w, _ = frames.shape
     if n != T * N:
         raise ValueError(f"expected T*N = {T * N} frames, got {n}")
     x = torch.from_numpy(np.ascontiguousarray(frames)).view(T, N, h, w, 3).permute(0, 1, 4, 2, 3)
-    out = torch.empty((T, N, 3, h, w), dtype=torch.float32).copy_(x)  # converts and reorders in one pass
+    return x.contiguous().view(T, 3 * N, h, w)
+
+
+@dataclass(frozen=True)
+class Normalise:
+    """``(x/255 − mean)/std`` per RGB channel of uint8 clips ``(..., 3N, S, S)`` (channel 3k + c is colour
+    c), computed on whatever device the clips are on; float32 out. Inputs that are already floating
+    point pass through unchanged (they were normalised where they were made)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> Normalise:
+        """The normalisation of a :class:`~stnet.datasets.ClipSpec` (or anything with mean and std)."""
+        return cls(tuple(spec.mean), tuple(spec.std))  # type: ignore[arg-type]
+
+    def constants(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, shift)`` float32 (3, 1, 1) on ``device``: x·scale − shift is the normalisation
+        (computed in float64, then rounded once). Kept per device, so a CUDA loop copies them once."""
+        return _constants(self.mean, self.std, str(torch.device(device)))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            return x
+        if x.dtype != torch.uint8:
+            raise TypeError(f"Normalise expects uint8 pixels or a normalised float clip, got {x.dtype}")
+        *lead, c, h, w = x.shape
+        if c % 3:
+            raise ValueError(f"expected 3N colour channels, got {c}")
+        scale, shift = self.constants(x.device)
+        out = x.view(*lead, c // 3, 3, h, w).to(torch.float32)
+        return out.mul_(scale).sub_(shift).view(*lead, c, h, w)
+
+
+@functools.lru_cache(maxsize=16)
+def _constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     std_t = torch.tensor(std, dtype=torch.float64)
     scale = (1.0 / (255.0 * std_t)).float().view(3, 1, 1)
     shift = (torch.tensor(mean, dtype=torch.float64) / std_t).float().view(3, 1, 1)
-    return out.mul_(scale).sub_(shift).view(T, 3 * N, h, w)
+    return scale.to(device), shift.to(device)
+
+
+def to_clip_tensor(
+    frames: np.ndarray, T: int, N: int, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """uint8 frames (T·N, S, S, 3) in segment-major order → normalised float32 (T, 3N, S, S): the
+    uint8 clip of :func:`to_clip_uint8` through :class:`Normalise`."""
+    norm = Normalise((mean[0], mean[1], mean[2]), (std[0], std[1], std[2]))
+    return norm(to_clip_uint8(frames, T, N))
