@@ -173,7 +173,7 @@ class Normalise:
     @classmethod
     def from_spec(cls, spec: Any) -> Normalise:
         """The normalisation of a :class:`~stnet.datasets.ClipSpec` (or anything with mean and std)."""
-        return cls(tuple(spec.mean), tuple(spec.std))  # type: ignore[arg-type]
+        return cls(tuple(spec.mean), tuple(spec.std))
 
     def constants(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """``(scale, shift)`` float32 (3, 1, 1) on ``device``: x·scale − shift is the normalisation
