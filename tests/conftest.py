@@ -49,3 +49,10 @@ def run_stnet(*args: str, nproc: int | None = None, script: Path | None = None, 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     return done
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the OpenVINO tests last: with OpenVINO's runtime loaded into the suite's process, later tests
+    (prepare's worker pool, the in-process quick bench) died with SIGSEGV at random points on a 2-core
+    EPYC without AVX-512; alone, or in a process of their own, they pass."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_backends.py"))
