@@ -172,14 +172,14 @@ def test_explain_refuses_exports_and_unknown_classes(squares, random_checkpoint,
 # ----------------------------------------------------------------------------------------------------
 
 
-def _embedder(model: torch.nn.Module, spec: ClipSpec, per_segment: bool = False, calls: list | None = None):
+def _embedder(model: torch.nn.Module, cfg: Config, per_segment: bool = False, calls: list | None = None):
     @torch.no_grad()
     def run(clips: np.ndarray) -> np.ndarray:
         if calls is not None:
             calls.append(len(clips))
         return embed_clips(model, torch.from_numpy(clips), per_segment).numpy()
 
-    return Embedder(spec, list(CLASSES), run, {"model": "test"})
+    return Embedder(cfg, list(CLASSES), run, {"model": "test"})
 
 
 def _expected_rows(model, spec, videos, views, per_segment=False):
@@ -219,15 +219,14 @@ def test_features_of_a_prepared_split_carry_labels_and_resume_without_recomputin
 
     root, _ = squares
     model, cfg, _ = eval_model(random_checkpoint)
-    spec = ClipSpec.from_config(cfg)
     from stnet.features import split_inputs
 
-    inputs = split_inputs(root, "val", spec, CLASSES, None)
+    inputs = split_inputs(root, "val", cfg, CLASSES, None)
     assert inputs.labels == [name for name in CLASSES for _ in range(3)]
     monkeypatch.setattr(features, "PART_ROWS", 2)
     calls: list[int] = []
-    embedder = _embedder(model, spec, calls=calls)
-    crash = Embedder(spec, list(CLASSES), lambda c: _fail_after(calls, 2, embedder.run, c), {"model": "test"})
+    embedder = _embedder(model, cfg, calls=calls)
+    crash = Embedder(cfg, list(CLASSES), lambda c: _fail_after(calls, 2, embedder.run, c), {"model": "test"})
     out = tmp_path / "split"
     with pytest.raises(KeyboardInterrupt):
         extract(crash, inputs, out, batch=1, progress=False)  # killed after 2 parts (4 videos)
@@ -238,7 +237,7 @@ def test_features_of_a_prepared_split_carry_labels_and_resume_without_recomputin
     report = extract(embedder, inputs, out, batch=1, progress=False)
     assert report.computed == 5 and sum(calls) == 5  # the 4 committed rows were not computed again
     assert not (out / "parts").exists() and report.rows == 9
-    expected = _expected_rows(model, spec, [Path(k) for k in inputs.keys], None)
+    expected = _expected_rows(model, ClipSpec.from_config(cfg), [Path(k) for k in inputs.keys], None)
     assert np.allclose(np.load(out / "features.npy"), expected, atol=1e-5)
     index = (out / "index.csv").read_text().splitlines()
     assert index[1].endswith(",red") and index[-1].endswith(",blue")

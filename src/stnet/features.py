@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stnet.argtypes import int_arg
+from stnet.config import Config
 from stnet.datasets import ClipSpec, Sample, VideoClipDataset, build_dataset, eval_views
 from stnet.errors import DataError, OSFailure, UserError
 from stnet.fileio import atomic_path, atomic_write_bytes, folder_lock, refuse_overwriting_inputs
@@ -64,10 +65,14 @@ class Embedder:
     """A model as features uses it: ``run(clips)`` maps float32 ``(B, T, 3N, S, S)`` to ``(B, D)`` (the
     clip embedding) or ``(B, T, C)`` (per segment)."""
 
-    spec: ClipSpec
+    config: Config  # the model's evaluation input (checkpoint config, or the export's ModelInfo.config())
     class_names: list[str]
     run: Callable[[np.ndarray], np.ndarray]
     identity: dict[str, Any]  # what the rows depend on besides the views: file, its hash, the outputs
+
+    @property
+    def spec(self) -> ClipSpec:
+        return ClipSpec.from_config(self.config)
 
 
 def _sha256(path: Path) -> str:
@@ -108,7 +113,7 @@ def checkpoint_embedder(
         return embed_clips(model, torch.from_numpy(clips), per_segment).float().numpy()
 
     identity = {"model": str(Path(checkpoint).resolve()), "sha256": _sha256(Path(checkpoint))}
-    return Embedder(ClipSpec.from_config(cfg), names, run, identity)
+    return Embedder(cfg, names, run, identity)
 
 
 def onnx_embedder(path: str | Path, *, per_segment: bool = False, threads: int | None = None) -> Embedder:
@@ -148,9 +153,8 @@ def onnx_embedder(path: str | Path, *, per_segment: bool = False, threads: int |
     def run(clips: np.ndarray) -> np.ndarray:
         return np.asarray(session.run([wanted], {name: clips})[0], np.float32)
 
-    spec = ClipSpec.from_config(info.config())
     identity = {"model": str(path.resolve()), "sha256": _sha256(path), "output": wanted}
-    return Embedder(spec, list(info.class_names), run, identity)
+    return Embedder(info.config(), list(info.class_names), run, identity)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -186,27 +190,12 @@ def video_inputs(paths: Sequence[str | Path], spec: ClipSpec, views: tuple[int, 
 def split_inputs(
     dataset_path: str | Path,
     split: str,
-    spec: ClipSpec,
+    model_config: Config,
     class_names: Sequence[str],
     views: tuple[int, int] | None,
 ) -> Inputs:
-    """Every video of a prepared split, with its label's class name."""
-    from stnet.config import Config
-
-    cfg = dataclasses.replace(
-        Config(),
-        dataset_type=spec.recipe,
-        T=spec.T,
-        N=spec.N,
-        target_size=spec.target_size,
-        short_size=spec.short_size,
-        image_mean=list(spec.mean),
-        image_std=list(spec.std),
-        fixed_aspect=spec.fixed_aspect,
-        flip=spec.flip,
-        class_num=len(class_names),
-        dataset_path=str(dataset_path),
-    )
+    """Every video of a prepared split, with its label's class name, read as ``model_config`` says."""
+    cfg = dataclasses.replace(model_config, dataset_path=str(dataset_path))
     dataset = build_dataset(cfg, split, test_views=views, augment=False, model_source="the model")
     names = dataset.classes or list(class_names)
     labels = [names[s.label] if 0 <= s.label < len(names) else "" for s in dataset.samples]
@@ -511,7 +500,7 @@ def cmd_features(args: argparse.Namespace, rest: Sequence[str]) -> int:
         model_file = args.checkpoint
     views = eval_views(args.clips, args.crops)
     if args.dataset_path:
-        inputs = split_inputs(args.dataset_path, args.split, embedder.spec, embedder.class_names, views)
+        inputs = split_inputs(args.dataset_path, args.split, embedder.config, embedder.class_names, views)
         sources = [args.dataset_path]
     else:
         inputs = video_inputs(args.videos, embedder.spec, views)
