@@ -13,45 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sources import UCF_CLASSES, ucf_frames, write_kinetics, write_ucf101
 from stnet import cli, clipstore, prepare
 from videos import make_bad_files, read_barcode, write_video
-
-UCF_CLASSES = ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]  # classInd order; files say HandStandPushups
-
-
-def _file_class(name: str) -> str:
-    return "HandStandPushups" if name == "HandstandPushups" else name
-
-
-def _frames(cls: int, group: int) -> int:
-    return 20 + 3 * cls + group  # 21..30: every video a different length
 
 
 @pytest.fixture(scope="module")
 def ucf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """UCF-101/<Class>/v_<Class>_gXX_c01.avi (MPEG-4 part 2) for groups 1-4, plus ucfTrainTestlist/."""
-    root = tmp_path_factory.mktemp("ucf")
-    source = root / "UCF-101"
-    for c, name in enumerate(UCF_CLASSES):
-        for g in range(1, 5):
-            write_video(
-                source / name / f"v_{_file_class(name)}_g{g:02d}_c01.avi", _frames(c, g), codec="mpeg4"
-            )
-    # a zero-byte video in the train split
-    (source / "YoYo" / "v_YoYo_g04_c01.avi").write_bytes(b"")
-    ann = source / "ucfTrainTestlist"
-    ann.mkdir()
-    (ann / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(UCF_CLASSES)))
-    train = [
-        f"{_file_class(n)}/v_{_file_class(n)}_g{g:02d}_c01.avi {c + 1}"
-        for c, n in enumerate(UCF_CLASSES)
-        for g in (3, 4)
-    ]
-    train.append("YoYo/v_YoYo_g05_c01.avi 3")  # listed, not on disk
-    test = [f"{_file_class(n)}/v_{_file_class(n)}_g{g:02d}_c01.avi" for n in UCF_CLASSES for g in (1, 2)]
-    (ann / "trainlist01.txt").write_text("\r\n".join(train) + "\r\n")  # the official files use CRLF
-    (ann / "testlist01.txt").write_text("\r\n".join(test) + "\r\n")
-    return source
+    return write_ucf101(tmp_path_factory.mktemp("ucf"))
 
 
 def _run(*argv: str) -> int:
@@ -119,7 +88,7 @@ def test_ucf101_official_split(ucf: Path, tmp_path: Path) -> None:
             assert (reader.info.width, reader.info.height) == (171, 128)
             cls = UCF_CLASSES[label]
             group = int(rel.split("_g")[1][:2])
-            assert len(reader) == _frames(UCF_CLASSES.index(cls), group)
+            assert len(reader) == ucf_frames(UCF_CLASSES.index(cls), group)
             codes = [read_barcode(np.asarray(im)) for im in reader.read_images(range(len(reader)))]
             assert codes == list(range(len(reader)))
 
@@ -203,24 +172,7 @@ def test_ucf101_without_annotations_asks_for_them(tmp_path: Path) -> None:
 
 
 def test_kinetics_csv(tmp_path: Path) -> None:
-    source = tmp_path / "kinetics"
-    write_video(source / "air drumming" / "aaaaaaaaaaa_000010_000020.mp4", 24)
-    write_video(source / "abseiling" / "bbbbbbbbbbb_000000_000010.mp4", 30)
-    write_video(source / "ccccccccccc_000005_000015.mp4", 26)  # flat layout
-    write_video(source / "val" / "ddddddddddd_000001_000011.mp4", 22)
-    write_video(source / "eeeeeeeeeee_000000_000010.mp4", 21)  # a test row with a label
-    header = "label,youtube_id,time_start,time_end,split,is_cc\n"
-    (tmp_path / "train.csv").write_text(
-        header + "air drumming,aaaaaaaaaaa,10,20,train,0\n"
-        "abseiling,bbbbbbbbbbb,0,10,train,0\n"
-        '"zumba",ccccccccccc,5,15,train,0\n'
-        "zumba,missingvid01,3,13,train,0\n"
-    )
-    (tmp_path / "val.csv").write_text(
-        header + "abseiling,ddddddddddd,1,11,val,0\n"
-        "zumba,missingvid02,0,10,val,0\n"
-        "zumba,eeeeeeeeeee,0,10,test,0\n"
-    )
+    source, _ = write_kinetics(tmp_path)
     out = tmp_path / "out"
     code = _run(
         "kinetics",
@@ -410,11 +362,12 @@ def test_register_cli_adds_prepare_with_three_front_ends() -> None:
     args, rest = parser.parse_known_args(
         ["prepare", "kinetics", "--csv", "a.csv", "--source", "s", "--out", "o"]
     )
-    assert args.func is prepare.cmd_kinetics and args.short_side == 256 and rest == []
+    assert args.func is prepare.cmd_prepare and args.dataset == "kinetics"
+    assert args.short_side == 256 and rest == []
     args, _ = parser.parse_known_args(["prepare", "ucf101", "--source", "s", "--out", "o"])
-    assert args.func is prepare.cmd_ucf101 and args.short_side == 128 and args.split == 1
+    assert args.dataset == "ucf101" and args.short_side == 128 and args.split == 1
     args, _ = parser.parse_known_args(["prepare", "list", "--list", "l.txt", "--root", "r", "--out", "o"])
-    assert args.func is prepare.cmd_list
+    assert args.func is prepare.cmd_prepare and args.frames_fps == 30.0
     with pytest.raises(prepare.DataError, match="unexpected arguments"):
         args.func(args, ["--bogus"])
 

@@ -10,22 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sources import HMDB_CLASSES, HMDB_VIDEOS, SSV2_LABELS, write_frame_folder, write_hmdb51, write_ssv2
 from stnet import cli, clipstore
 from stnet.config import load_config
 from videos import barcode_frame, read_barcode, write_video
-
-HMDB_CLASSES = ["brush_hair", "climb_stairs", "sword"]  # sorted, as the official folders spell them
-# official-style names: '#', '&', '(' and '!' all occur in HMDB51's file names
-HMDB_VIDEOS = {
-    "brush_hair": ["#20_Rhythm_brush_hair_u_nm_np1_fr_goo_0.avi", "April_09_brush_hair_u_nm_np1_ba_goo_1.avi",
-                   "Brushing_Hair_(Part_2)!_brush_hair_h_cm_np1_le_med_2.avi"],
-    "climb_stairs": ["Veoh_Alpha_Dog_(Bristol_&_Hodges)_climb_stairs_f_cm_np1_le_med_0.avi",
-                     "climb_1_climb_stairs_f_nm_np1_ba_bad_1.avi",
-                     "climb_2_climb_stairs_f_nm_np1_ba_bad_2.avi"],
-    "sword": ["sword_a_sword_f_cm_np1_ri_med_0.avi", "sword_b_sword_f_cm_np1_ri_med_1.avi",
-              "sword_c_sword_f_cm_np1_ri_med_2.avi"],
-}  # fmt: skip
-CODES = {1: ["1", "2", "0"], 2: ["2", "1", "1"]}  # split -> code of each class's videos 0, 1, 2
 
 
 def _run(*argv: str) -> int:
@@ -49,18 +37,7 @@ def _error(capsys: pytest.CaptureFixture) -> str:
 
 @pytest.fixture(scope="module")
 def hmdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """hmdb51/<class>/<name>.avi (MPEG-4 AVI, as the official release) and splits/ for splits 1 and 2."""
-    root = tmp_path_factory.mktemp("hmdb")
-    for c, name in enumerate(HMDB_CLASSES):
-        for i, video in enumerate(HMDB_VIDEOS[name]):
-            if (c, i) != (2, 1):  # sword_b is listed but not on disk
-                write_video(root / "hmdb51" / name / video, 10 + 3 * c + i, codec="mpeg4")
-    for split, codes in CODES.items():
-        for name in HMDB_CLASSES:
-            lines = [f"{video} {code} \n" for video, code in zip(HMDB_VIDEOS[name], codes, strict=True)]
-            (root / "splits").mkdir(exist_ok=True)
-            (root / "splits" / f"{name}_test_split{split}.txt").write_text("".join(lines))
-    return root
+    return write_hmdb51(tmp_path_factory.mktemp("hmdb"))
 
 
 def test_hmdb51_official_split(hmdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -105,55 +82,10 @@ def test_hmdb51_official_split(hmdb: Path, tmp_path: Path, capsys: pytest.Captur
 
 # --- Something-Something V2 -----------------------------------------------------------------------
 
-SSV2_LABELS = {  # the official file's quirks: apostrophes, commas, quotes; here also non-ASCII text
-    "Pushing something from left to right": "0",
-    "Pushing something from right to left": "1",
-    "Putting something that can't roll onto a slanted surface, so it slides down": "2",
-    'Showing "something" to the café camera': "3",
-}
-SSV2_TRAIN = [
-    {
-        "id": "101",
-        "label": "pushing a pen from left to right",
-        "template": "Pushing [something] from left to right",
-        "placeholders": ["a pen"],
-    },
-    {
-        "id": 102,
-        "label": 'pushing "the" box from right to left',
-        "template": "Pushing [something] from right to left",
-        "placeholders": ['"the" box'],
-    },
-    {
-        "id": "103",
-        "label": "putting a cube that can't roll onto a book, so it slides down",
-        "template": "Putting [something that can't roll] onto [a slanted surface], so it slides down",
-        "placeholders": ["a cube", "a book"],
-    },
-    {
-        "id": "104",
-        "label": "pushing a mug from left to right",
-        "template": "Pushing [something] from left to right",
-        "placeholders": ["a mug"],
-    },  # no video
-    {"id": "105", "label": "waving", "template": "Waving [something] around"},  # not a class
-]
-SSV2_VAL = [
-    {"id": "201", "label": "showing \"crème brûlée\" to the café camera",
-     "template": 'Showing ["something"] to the café camera', "placeholders": ["crème brûlée"]},
-]  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def ssv2(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """<id>.webm videos encoded as VP9 (SSv2's codec) and the three JSON files (labels with a BOM)."""
-    root = tmp_path_factory.mktemp("ssv2")
-    for i, video in enumerate(["101", "102", "103", "105", "201"]):
-        write_video(root / "videos" / f"{video}.webm", 8 + i, codec="libvpx-vp9")
-    (root / "labels.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(SSV2_LABELS, ensure_ascii=False).encode())
-    (root / "train.json").write_text(json.dumps(SSV2_TRAIN))
-    (root / "validation.json").write_text(json.dumps(SSV2_VAL, ensure_ascii=False), encoding="utf-8")
-    return root
+    return write_ssv2(tmp_path_factory.mktemp("ssv2"))
 
 
 def test_ssv2_json_and_vp9_webm(ssv2: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -193,17 +125,11 @@ def test_ssv2_config_does_not_flip() -> None:
 # --- prepare list: MMAction2 rawframe lists, PySlowFast CSVs ------------------------------------------
 
 
-def _frame_folder(folder: Path, n: int, template: str = "img_{:05}.jpg") -> None:
-    folder.mkdir(parents=True)
-    for i in range(n):
-        Image.fromarray(barcode_frame(i)).save(folder / template.format(i + 1), quality=95)
-
-
 def test_rawframe_lists(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "rawframes"
-    _frame_folder(root / "jump/v_jump_01", 7)
-    _frame_folder(root / "run/v_run_01", 5)
-    _frame_folder(root / "run/v_run_02", 4)  # the list says 6: its last frame is not there
+    write_frame_folder(root / "jump/v_jump_01", 7)
+    write_frame_folder(root / "run/v_run_01", 5)
+    write_frame_folder(root / "run/v_run_02", 4)  # the list says 6: its last frame is not there
     (tmp_path / "train.txt").write_text(
         "jump/v_jump_01 7 0\nrun/v_run_01 5 1\nrun/v_run_02 6 1\nrun/gone 3 1\n"
     )
@@ -221,6 +147,10 @@ def test_rawframe_lists(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert report["missing"] == [{"split": "train", "entry": "run/gone"}]
     (failure,) = report["failures"]
     assert "lists 6 frames, but img_00006.jpg is not there" in failure["reason"]
+    frame_bytes = sum(
+        p.stat().st_size for d in ("jump/v_jump_01", "run/v_run_01") for p in (root / d).iterdir()
+    )
+    assert report["bytes"]["source"] == frame_bytes  # the frames' bytes, not the folders' entries
     assert _codes(out / "clips/jump/v_jump_01.stclip") == list(range(7))
     with clipstore.ClipReader(out / "clips/run/v_run_01.stclip") as reader:
         assert (len(reader), reader.info.fps) == (5, 12.0)
@@ -228,13 +158,15 @@ def test_rawframe_lists(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
     # another frame-name template, chosen format; a rerun reuses the clips of unchanged folders
     other = tmp_path / "frames6"
-    _frame_folder(other / "a", 3, "{:06d}.jpg")
+    write_frame_folder(other / "a", 3, "{:06d}.jpg")
     (tmp_path / "l.txt").write_text("a 3 0\n")
     argv = ["list", "--root", str(other), "--list", f"train={tmp_path / 'l.txt'}", "--format", "rawframes"]
     assert _run(*argv, "--filename-tmpl", "{:06d}.jpg", "--out", str(tmp_path / "o6")) == 0
     assert _codes(tmp_path / "o6/clips/a.stclip") == [0, 1, 2]
     assert _run(*argv, "--filename-tmpl", "{:06d}.jpg", "--out", str(tmp_path / "o6")) == 0
-    assert _report(tmp_path / "o6")["counts"]["train"]["reused"] == 1
+    report = _report(tmp_path / "o6")
+    assert report["counts"]["train"]["reused"] == 1
+    assert report["bytes"]["source"] == sum(p.stat().st_size for p in (other / "a").iterdir())
     Image.fromarray(barcode_frame(3)).save(other / "a/000004.jpg")  # a frame added: converted again
     (tmp_path / "l.txt").write_text("a 4 0\n")
     assert _run(*argv, "--filename-tmpl", "{:06d}.jpg", "--out", str(tmp_path / "o6")) == 0

@@ -35,7 +35,10 @@ __all__ = [
     "ListEntry",
     "check_frame_template",
     "count_frame_folder",
+    "frame_folder_bytes",
+    "frame_name",
     "iter_frame_folder",
+    "read_frame",
     "read_hmdb51_splits",
     "read_list",
     "read_ssv2",
@@ -160,7 +163,29 @@ def check_frame_template(template: str) -> str:
 
 
 def _frame_path(folder: str | os.PathLike, template: str, index: int) -> str:
-    return os.path.join(folder, template.format(FIRST_FRAME + index))
+    return os.path.join(folder, frame_name(template, index))
+
+
+def frame_name(template: str, index: int) -> str:
+    """The file name of frame ``index`` (counted from 0) of a folder named by ``template``."""
+    return template.format(FIRST_FRAME + index)
+
+
+def frame_folder_bytes(folder: str | os.PathLike, template: str, frames: int) -> int:
+    """The bytes of the first ``frames`` frame files of ``folder`` (OSError if one is not there)."""
+    return sum(os.path.getsize(_frame_path(folder, template, i)) for i in range(frames))
+
+
+def read_frame(path: str | os.PathLike) -> tuple[Image.Image, str]:
+    """The frame file ``path`` decoded as RGB, and its image format (``JPEG``, ``PNG``, ...). A file that
+    is not a readable image is a DataError naming it; a file that is not there, FileNotFoundError."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB"), str(image.format)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # PIL.UnidentifiedImageError, a truncated JPEG, a permission error
+        raise DataError(f"frame {os.path.basename(path)}: not a readable image ({e})") from None
 
 
 def count_frame_folder(folder: str | os.PathLike, template: str) -> int:
@@ -184,12 +209,9 @@ def iter_frame_folder(
             index += 1
             continue
         try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
+            rgb, _ = read_frame(path)
         except FileNotFoundError:
             break
-        except OSError as e:  # PIL.UnidentifiedImageError, a truncated JPEG, a permission error
-            raise DataError(f"frame {os.path.basename(path)}: not a readable image ({e})") from None
         yield rgb
         index += 1
     if index == 0:

@@ -21,16 +21,21 @@ _CELL_NUMBERS_MAX = 20  # above this many classes, cells are too small for their
 _DPI = 100
 
 
-def _new_figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float, layout: str | None = "constrained") -> Any:
+    """A matplotlib Figure of ``width`` x ``height`` inches on its own Agg canvas (no pyplot state).
+
+    ``layout`` is matplotlib's layout engine; None places the axes where the caller says (faster:
+    constrained layout draws the figure twice)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save_png(fig: Any, path: str | os.PathLike) -> Path:
+def save_png(fig: Any, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` as a PNG, atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI)
     return Path(path)
@@ -63,7 +68,7 @@ def plot_confusion(
         values = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
 
     side = min(5.0 + 0.18 * num_classes, 30.0)
-    fig = _new_figure(side + 1.5, side)
+    fig = new_figure(side + 1.5, side)
     ax = fig.add_subplot()
     image = ax.imshow(
         values, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None, interpolation="nearest"
@@ -80,7 +85,7 @@ def plot_confusion(
         _annotate_cells(ax, values, normalize)
     kind = "row-normalised" if normalize else "counts"
     fig.suptitle(f"confusion matrix ({kind}): top-1 {100 * top1:.2f}% over {int(total)} videos")
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _annotate_cells(ax: Any, values: np.ndarray, normalize: bool) -> None:
@@ -119,7 +124,7 @@ def plot_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike) -
     """
     from matplotlib.ticker import MaxNLocator
 
-    fig = _new_figure(12.0, 4.5)
+    fig = new_figure(12.0, 4.5)
     loss_ax, val_ax = fig.subplots(1, 2)
     _plot_training(loss_ax, records)
     _plot_validation(val_ax, records)
@@ -127,7 +132,7 @@ def plot_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike) -
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _plot_training(ax: Any, records: Sequence[Mapping[str, Any]]) -> None:
@@ -194,7 +199,7 @@ def plot_timeline(
         if c not in shown:
             shown.append(c)
     colours = {c: f"C{i % 10}" for i, c in enumerate(shown)}
-    fig = _new_figure(10.0, 4.0)
+    fig = new_figure(10.0, 4.0)
     curve_ax, strip_ax = fig.subplots(2, 1, sharex=True, height_ratios=[4, 1])
     for c in shown:
         curve_ax.plot(times, probs[:, c], "o-", markersize=3, color=colours[c], label=class_names[c])
@@ -218,4 +223,4 @@ def plot_timeline(
     strip_ax.set_xlabel("time (mm:ss)")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save_png(fig, path)
+    return save_png(fig, path)

@@ -13,7 +13,10 @@ annotation parsers of the last three live in :mod:`stnet.formats`:
 * ``list``: MMAction2 video or rawframe lists, PySlowFast CSVs, or a folder-per-class tree. A rawframe
   entry is a folder of JPEG frames; it is converted like a video.
 
-One back end executes it: every video is decoded with PyAV (every frame, counted as decoded), resized
+Each front end's options and planner are one :class:`InputForm` of :data:`INPUT_FORMS`, which
+``stnet data check`` uses too: it scans exactly what prepare would convert.
+
+One back end executes a plan: every video is decoded with PyAV (every frame, counted as decoded), resized
 to the short side with Pillow bilinear, JPEG-encoded and written as one ``.stclip`` file
 (:mod:`stnet.clipstore`) under ``OUT/clips/`` named after the source's path *with* its extension (so
 two sources never share a clip), atomically. Then ``classes.txt``, ``train.txt``, ``val.txt`` (and
@@ -64,12 +67,17 @@ from stnet.transforms import resized_size
 from stnet.video import count_packets, is_video_file, iter_frames, open_video
 
 __all__ = [
+    "INPUT_FORMS",
+    "InputForm",
     "Job",
     "Plan",
     "PrepareError",
     "Settings",
+    "add_list_file_options",
+    "add_worker_options",
     "convert_video",
     "execute",
+    "index_videos",
     "merge",
     "plan_hmdb51",
     "plan_kinetics",
@@ -77,6 +85,7 @@ __all__ = [
     "plan_ssv2",
     "plan_ucf101",
     "register_cli",
+    "worker_init",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -125,6 +134,7 @@ class Job:
     output: str
     label: int
     where: str = ""  # "file:line" of the entry (or the folder) that asked for it
+    frames: int | None = None  # a frame folder's frame count as its rawframe list gives it (else None)
 
 
 @dataclass
@@ -141,8 +151,11 @@ class Plan:
     inputs: list[str] = field(default_factory=list)  # files and folders read: OUT must not hold them
     warnings: list[str] = field(default_factory=list)  # printed and reported
 
-    def add(self, split: str, root: Path, rel: PurePosixPath, label: int, where: str) -> None:
-        """Add the job of the video ``root/rel``, or a failure if its clip name cannot be stored."""
+    def add(
+        self, split: str, root: Path, rel: PurePosixPath, label: int, where: str, frames: int | None = None
+    ) -> None:
+        """Add the job of the video (or frame folder of ``frames`` listed frames) ``root/rel``, or a
+        failure if its clip name cannot be stored."""
         output = clip_output(rel)
         longest = max(len(part.encode()) for part in output.split("/"))
         if longest > _NAME_MAX:
@@ -155,7 +168,7 @@ class Plan:
                 }
             )
             return
-        self.jobs.append(Job(split, str(root / rel), output, label, where))
+        self.jobs.append(Job(split, str(root / rel), output, label, where, frames))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -254,9 +267,9 @@ def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: 
             "fps": rate,
             "source_fps": fps,
             "source_frames": decoded,
-        }
+            "source_bytes": _source_bytes(source, settings.filename_tmpl, decoded) if folder else stamp.size,
+        }  # before the writer closes: a folder that cannot be read leaves no clip
     result["bytes"] = os.path.getsize(dest)
-    result["source_bytes"] = stamp.size
     if warning is None and announced > decoded:
         warning = f"decoded {decoded} frames, the header announces {announced} (truncated file?)"
     if warning is None and capped:
@@ -269,6 +282,14 @@ def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: 
 
 
 _FOLDER_DIGEST = hashlib.sha256(b"stnet frame folder").digest()
+
+
+def _source_bytes(folder: str | os.PathLike, template: str, frames: int) -> int:
+    """The bytes of a frame folder's first ``frames`` frame files (the frames its clip came from)."""
+    try:
+        return formats.frame_folder_bytes(folder, template, frames)
+    except OSError as e:
+        raise DataError(f"cannot read: {os_error_line(e)}") from None
 
 
 def _folder_stamp(folder: str | os.PathLike) -> clipstore.SourceStamp:
@@ -298,8 +319,9 @@ def _work(source: str, dest: str, settings: Settings) -> Result:
 _PR_SET_PDEATHSIG = 1
 
 
-def _worker_init(parent: int) -> None:
-    """In each decoding worker: die with the parent, and leave Ctrl-C and SIGTERM to it.
+def worker_init(parent: int) -> None:
+    """In each worker process (prepare's decoding, data check's probing): die with the parent, and leave
+    Ctrl-C and SIGTERM to it.
 
     Linux delivers SIGKILL when the parent exits, however it dies (``prctl(PR_SET_PDEATHSIG)``);
     elsewhere, and against the parent dying before the call, a thread checks the parent every second.
@@ -348,7 +370,7 @@ def clip_output(rel: PurePosixPath) -> str:
     return f"{CLIPS}/{name}{clipstore.SUFFIX}"
 
 
-def _index_videos(source: Path) -> list[Path]:
+def index_videos(source: Path) -> list[Path]:
     """Every video file under ``source`` (relative paths, sorted); the source must be a folder."""
     if not source.is_dir():
         raise DataError(f"source folder not found: {source}")
@@ -382,7 +404,7 @@ def plan_ucf101(
     source: Path, annotations: str | None, split: int, random_split: float | None, seed: int
 ) -> Plan:
     """UCF101 with the official split ``split`` (1–3), or a random split by actor group on request."""
-    videos = _index_videos(source)
+    videos = index_videos(source)
     if random_split is not None:
         return _ucf_random(source, videos, random_split, seed)
     folder = _find_annotations(source, annotations, split)
@@ -517,7 +539,7 @@ def plan_kinetics(csvs: Sequence[str], source: Path, label_file: str | None) -> 
             )
     label_of = {name: i for i, name in enumerate(classes)}
     index: dict[str, Path] = {}
-    for v in _index_videos(source):
+    for v in index_videos(source):
         index.setdefault(v.stem, v)
     plan = Plan(
         "kinetics",
@@ -682,7 +704,7 @@ def plan_list(
             raise DataError(f"root folder not found: {root}")
         split_roots = [(s, root / s) for s in LIST_SPLITS if (root / s).is_dir()] or [("train", root)]
         for split, base in split_roots:
-            for v in _index_videos(base):
+            for v in index_videos(base):
                 if len(v.parts) == 2:
                     rel = (base / v).relative_to(root)
                     entries.append(
@@ -757,7 +779,7 @@ def plan_list(
                 {"split": e.split, "source": str(root / rel), "reason": f"{e.where}: {gone}"}
             )
             continue
-        plan.add(e.split, root, rel, label, e.where)
+        plan.add(e.split, root, rel, label, e.where, e.frames)
     return plan
 
 
@@ -966,7 +988,7 @@ def _run_jobs(
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         while queue:
             pool = cf.ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+                max_workers=workers, mp_context=context, initializer=worker_init, initargs=(os.getpid(),)
             )
             running: dict[cf.Future, tuple[str, str]] = {}
             try:
@@ -1122,7 +1144,7 @@ def execute(
         for note in notes:
             print(f"stnet: warning: {note}", file=sys.stderr)
         report["leftovers_removed"] = _remove_leftovers(out / CLIPS, target.own)
-        clip_info, todo = _reusable(out, jobs, report)
+        clip_info, todo = _reusable(out, jobs, report, settings.filename_tmpl)
         results = _convert(target, todo, settings, workers, progress, report, len(clip_info) + len(todo))
         failures = list(plan.failures)
         warnings_: list[dict[str, str]] = [{"source": "", "warning": note} for note in notes]
@@ -1190,10 +1212,11 @@ def _shard_part(plan: Plan, jobs: list[Job], shard: tuple[int, int]) -> tuple[Pl
 
 
 def _reusable(
-    out: Path, jobs: list[Job], report: dict[str, Any]
+    out: Path, jobs: list[Job], report: dict[str, Any], template: str = formats.FRAME_TEMPLATE
 ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
     """The clips a rerun keeps (complete, from an unchanged source) by output, and the ``(source, dest)``
-    pairs still to convert (a video listed twice is converted once)."""
+    pairs still to convert (a video listed twice is converted once). ``template`` names the frame files
+    of frame-folder sources (their bytes are summed again)."""
     outputs: dict[str, str] = {}
     for job in jobs:
         outputs.setdefault(job.output, job.source)
@@ -1204,13 +1227,14 @@ def _reusable(
         dest = out / output
         if clipstore.is_complete(dest):
             info = clipstore.read_info(dest)
-            if info.source is not None and info.source.matches(source):
+            source_bytes = _reused_source_bytes(source, info, template)
+            if source_bytes is not None:
                 clip_info[output] = {
                     "frames": info.num_frames,
                     "width": info.width,
                     "height": info.height,
                     "bytes": info.size,
-                    "source_bytes": info.source.size,
+                    "source_bytes": source_bytes,
                     "reused": True,
                 }
                 continue
@@ -1218,6 +1242,19 @@ def _reusable(
         todo.append((source, str(dest)))
     report["sources_changed"] = changed
     return clip_info, todo
+
+
+def _reused_source_bytes(source: str, info: clipstore.ClipInfo, template: str) -> int | None:
+    """The bytes of the source a complete clip came from, if ``source`` is still that source (None: it
+    changed, is not known, or a frame of the folder cannot be read: convert it again)."""
+    if info.source is None or not info.source.matches(source):
+        return None
+    if not os.path.isdir(source):
+        return info.source.size
+    try:
+        return formats.frame_folder_bytes(source, template, info.source_frames)
+    except OSError:
+        return None
 
 
 def _byte_counts(clip_info: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -1617,49 +1654,204 @@ def shard_arg(value: str) -> tuple[int, int]:
     return int(index), int(count)
 
 
-def cmd_ucf101(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    return _plan_and_execute(
-        args,
-        rest,
-        lambda: plan_ucf101(Path(args.source), args.annotations, args.split, args.random_split, args.seed),
-    )
+def cmd_prepare(args: argparse.Namespace, rest: Sequence[str]) -> int:
+    """``stnet prepare DATASET``: plan the input form ``args.dataset`` names, then execute the plan."""
+    return _plan_and_execute(args, rest, lambda: INPUT_FORMS[args.dataset].plan(args))
 
 
-def cmd_kinetics(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    return _plan_and_execute(args, rest, lambda: plan_kinetics(args.csv, Path(args.source), args.label_file))
+# ----------------------------------------------------------------------------------------------------
+# Input forms: the options naming a source, shared by `stnet prepare` and `stnet data check`
+# ----------------------------------------------------------------------------------------------------
 
 
-def cmd_list(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    return _plan_and_execute(
-        args,
-        rest,
-        lambda: plan_list(
-            args.list or [], Path(args.root), args.folders, args.label_file, args.format, args.filename_tmpl
-        ),
-    )
+@dataclass(frozen=True)
+class InputForm:
+    """One way of naming a source (``stnet prepare ucf101`` ...): its options and its planner."""
+
+    name: str
+    help: str
+    description: str
+    add_options: Callable[[argparse.ArgumentParser], None]
+    plan: Callable[[argparse.Namespace], Plan]
+    folder: str  # the option (its dest) that names the video folder
+    short_side: int = 256  # prepare's default --short-side for this form
+    storage_options: Callable[[argparse.ArgumentParser], None] | None = None  # prepare's, for this form
 
 
-def cmd_hmdb51(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    return _plan_and_execute(
-        args, rest, lambda: plan_hmdb51(Path(args.source), Path(args.splits), args.split)
-    )
-
-
-def cmd_ssv2(args: argparse.Namespace, rest: Sequence[str]) -> int:
-    return _plan_and_execute(
-        args, rest, lambda: plan_ssv2(Path(args.source), args.labels, args.train, args.val)
-    )
-
-
-def _common(p: argparse.ArgumentParser, short_side: int) -> None:
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume in it)")
+def add_worker_options(p: argparse.ArgumentParser, what: str) -> None:
+    """``--workers K`` (``what`` processes) and ``--quiet`` (no progress bar)."""
     p.add_argument(
         "--workers",
         type=workers_arg(1),
         default=max(1, min(8, os.cpu_count() or 1)),
         metavar="K",
-        help="decoding processes (default: CPU count, at most 8)",
+        help=f"{what} processes (default: CPU count, at most 8)",
     )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_list_file_options(p: argparse.ArgumentParser) -> None:
+    """The options of annotation list files: --list, --format, --filename-tmpl and --label-file."""
+    p.add_argument(
+        "--list", action="append", metavar="[SPLIT=]FILE", help="annotation list (repeat per split)"
+    )
+    p.add_argument(
+        "--format",
+        choices=formats.LIST_FORMATS,
+        default="auto",
+        help="auto (default: from each file's first entry), video ('path label'), csv ('path,label') "
+        "or rawframes ('frame_dir total_frames label')",
+    )
+    p.add_argument(
+        "--filename-tmpl",
+        "--filename_tmpl",
+        dest="filename_tmpl",
+        default=formats.FRAME_TEMPLATE,
+        metavar="TMPL",
+        help=f"rawframes: the frame files, numbered from 1 (default {formats.FRAME_TEMPLATE})",
+    )
+    p.add_argument(
+        "--label-file",
+        "--label_file",
+        dest="label_file",
+        metavar="FILE",
+        help="class names: '<class name> <index>' lines",
+    )
+
+
+def _official_split(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="official split (default 1)")
+
+
+def _ucf101_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True, metavar="DIR", help="the UCF-101 video folder")
+    p.add_argument(
+        "--annotations", metavar="DIR", help="folder of classInd.txt, trainlist0X.txt, testlist0X.txt"
+    )
+    _official_split(p)
+    p.add_argument(
+        "--random-split",
+        "--random_split",
+        dest="random_split",
+        type=float,
+        metavar="FRACTION",
+        help="instead: random split with this train fraction of actor groups gXX (reference: 0.8)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of --random-split (default 0)")
+
+
+def _kinetics_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--csv", action="append", required=True, metavar="FILE", help="a Kinetics CSV (repeat: train, val)"
+    )
+    p.add_argument("--source", required=True, metavar="DIR", help="folder holding the downloaded videos")
+    p.add_argument(
+        "--label-file",
+        "--label_file",
+        dest="label_file",
+        metavar="FILE",
+        help="use this '<class name> <index>' label file instead of the train CSV's classes",
+    )
+
+
+def _hmdb51_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True, metavar="DIR", help="the HMDB51 video folder")
+    p.add_argument("--splits", required=True, metavar="DIR", help="folder of <class>_test_split<k>.txt")
+    _official_split(p)
+
+
+def _ssv2_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", required=True, metavar="DIR", help="folder of the <id>.webm videos")
+    p.add_argument("--labels", required=True, metavar="FILE", help="something-something-v2-labels.json")
+    p.add_argument("--train", metavar="FILE", help="something-something-v2-train.json")
+    p.add_argument("--val", metavar="FILE", help="something-something-v2-validation.json")
+
+
+def _frames_fps_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--frames-fps",
+        "--frames_fps",
+        dest="frames_fps",
+        type=float,
+        default=Settings.frames_fps,
+        metavar="FPS",
+        help="rawframes: the frame rate the frames were extracted at (default 30)",
+    )
+
+
+def _list_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", required=True, metavar="DIR", help="folder the list paths are relative to")
+    p.add_argument("--folders", action="store_true", help="read ROOT as one folder per class")
+    add_list_file_options(p)
+
+
+INPUT_FORMS: dict[str, InputForm] = {
+    form.name: form
+    for form in (
+        InputForm(
+            "ucf101",
+            "UCF101: official split 1-3 (or a random split by actor group)",
+            "SOURCE holds <Class>/v_<Class>_gXX_cYY.avi. The official split files (classInd.txt, "
+            "trainlistXX.txt, testlistXX.txt) are looked up in SOURCE/ucfTrainTestlist, next to SOURCE, "
+            "or given with --annotations.",
+            _ucf101_options,
+            lambda a: plan_ucf101(Path(a.source), a.annotations, a.split, a.random_split, a.seed),
+            "source",
+            short_side=128,
+        ),
+        InputForm(
+            "kinetics",
+            "Kinetics: CSVs label,youtube_id,time_start,time_end,split",
+            "Videos are found anywhere under SOURCE as <youtube_id>_<start:06d>_<end:06d>.* "
+            "(e.g. <label>/<id>_000010_000020.mp4, or flat) or <youtube_id>.*. The label file is the "
+            "reference's: sorted class names of the train CSV. Missing videos are counted and listed.",
+            _kinetics_options,
+            lambda a: plan_kinetics(a.csv, Path(a.source), a.label_file),
+            "source",
+        ),
+        InputForm(
+            "hmdb51",
+            "HMDB51: official split 1-3 (<class>_test_split<k>.txt files)",
+            "SOURCE holds <class>/<name>.avi (the 51 official folders). --splits holds the official "
+            "split files <class>_test_split<k>.txt, lines 'name.avi 0|1|2' (1 train, 2 test: the val "
+            "split, 0 unused). Unused and missing videos are counted and listed in the report.",
+            _hmdb51_options,
+            lambda a: plan_hmdb51(Path(a.source), Path(a.splits), a.split),
+            "source",
+        ),
+        InputForm(
+            "ssv2",
+            "Something-Something V2: the labels, train and validation JSON files",
+            "Each entry's class is its template with the square brackets dropped, looked up in --labels; "
+            "its video is SOURCE/<id>.webm (VP9). SSv2 classes depend on direction: train with flip "
+            "false (the ssv2 config does).",
+            _ssv2_options,
+            lambda a: plan_ssv2(Path(a.source), a.labels, a.train, a.val),
+            "source",
+        ),
+        InputForm(
+            "list",
+            "your own videos: MMAction2/PySlowFast lists, rawframe lists or a folder per class",
+            "Each --list line is 'path label' (MMAction2 video lists, PySlowFast CSVs), 'path,label' "
+            "(PySlowFast CSVs with a comma) or 'frame_dir total_frames label' (MMAction2 rawframe lists), "
+            "detected per file or chosen with --format; labels: integers 0..K-1 or class names, one kind "
+            "per file. The split comes from SPLIT=FILE or from the file name (train/val/test). With "
+            "--folders, ROOT/<class>/<video> (or ROOT/train/..., ROOT/val/...) is used instead.",
+            _list_options,
+            lambda a: plan_list(
+                a.list or [], Path(a.root), a.folders, a.label_file, a.format, a.filename_tmpl
+            ),
+            "root",
+            storage_options=_frames_fps_option,
+        ),
+    )
+}
+
+
+def _common(p: argparse.ArgumentParser, short_side: int) -> None:
+    """prepare's own options: the output folder, workers and how frames are stored."""
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume in it)")
+    add_worker_options(p, "decoding")
     p.add_argument(
         "--short-side",
         "--short_side",
@@ -1703,7 +1895,6 @@ def _common(p: argparse.ArgumentParser, short_side: int) -> None:
     p.add_argument(
         "--strict", action="store_true", help="exit with status 1 if any video failed or is missing"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--shard",
         type=shard_arg,
@@ -1714,8 +1905,8 @@ def _common(p: argparse.ArgumentParser, short_side: int) -> None:
 
 
 def register_cli(subparsers: Any) -> None:
-    """Add ``prepare`` (``ucf101``, ``kinetics``, ``hmdb51``, ``ssv2``, ``list``) to an argparse
-    sub-parser collection."""
+    """Add ``prepare`` (``ucf101``, ``kinetics``, ``hmdb51``, ``ssv2``, ``list``, ``merge``) to an
+    argparse sub-parser collection."""
     p = subparsers.add_parser(
         "prepare",
         help="turn videos into a training-ready clip store (UCF101, Kinetics, HMDB51, SSv2, your lists)",
@@ -1726,127 +1917,13 @@ def register_cli(subparsers: Any) -> None:
         "videos are skipped and listed with their reason.",
     )
     sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
-
-    u = sub.add_parser(
-        "ucf101",
-        help="UCF101: official split 1-3 (or a random split by actor group)",
-        description="SOURCE holds <Class>/v_<Class>_gXX_cYY.avi. The official split files "
-        "(classInd.txt, trainlistXX.txt, testlistXX.txt) are looked up in SOURCE/ucfTrainTestlist, "
-        "next to SOURCE, or given with --annotations.",
-    )
-    u.add_argument("--source", required=True, metavar="DIR", help="the UCF-101 video folder")
-    u.add_argument(
-        "--annotations", metavar="DIR", help="folder of classInd.txt, trainlist0X.txt, testlist0X.txt"
-    )
-    u.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="official split (default 1)")
-    u.add_argument(
-        "--random-split",
-        "--random_split",
-        dest="random_split",
-        type=float,
-        metavar="FRACTION",
-        help="instead: random split with this train fraction of actor groups gXX (reference: 0.8)",
-    )
-    u.add_argument("--seed", type=int, default=0, help="seed of --random-split (default 0)")
-    _common(u, 128)
-    u.set_defaults(func=cmd_ucf101)
-
-    k = sub.add_parser(
-        "kinetics",
-        help="Kinetics: CSVs label,youtube_id,time_start,time_end,split",
-        description="Videos are found anywhere under SOURCE as <youtube_id>_<start:06d>_<end:06d>.* "
-        "(e.g. <label>/<id>_000010_000020.mp4, or flat) or <youtube_id>.*. The label file is the "
-        "reference's: sorted class names of the train CSV. Missing videos are counted and listed.",
-    )
-    k.add_argument(
-        "--csv", action="append", required=True, metavar="FILE", help="a Kinetics CSV (repeat: train, val)"
-    )
-    k.add_argument("--source", required=True, metavar="DIR", help="folder holding the downloaded videos")
-    k.add_argument(
-        "--label-file",
-        "--label_file",
-        dest="label_file",
-        metavar="FILE",
-        help="use this '<class name> <index>' label file instead of the train CSV's classes",
-    )
-    _common(k, 256)
-    k.set_defaults(func=cmd_kinetics)
-
-    h = sub.add_parser(
-        "hmdb51",
-        help="HMDB51: official split 1-3 (<class>_test_split<k>.txt files)",
-        description="SOURCE holds <class>/<name>.avi (the 51 official folders). --splits holds the "
-        "official split files <class>_test_split<k>.txt, lines 'name.avi 0|1|2' (1 train, 2 test: the "
-        "val split, 0 unused). Unused and missing videos are counted and listed in the report.",
-    )
-    h.add_argument("--source", required=True, metavar="DIR", help="the HMDB51 video folder")
-    h.add_argument("--splits", required=True, metavar="DIR", help="folder of <class>_test_split<k>.txt")
-    h.add_argument("--split", type=int, choices=(1, 2, 3), default=1, help="official split (default 1)")
-    _common(h, 256)
-    h.set_defaults(func=cmd_hmdb51)
-
-    v = sub.add_parser(
-        "ssv2",
-        help="Something-Something V2: the labels, train and validation JSON files",
-        description="Each entry's class is its template with the square brackets dropped, looked up "
-        "in --labels; its video is SOURCE/<id>.webm (VP9). SSv2 classes depend on direction: train "
-        "with flip false (the ssv2 config does).",
-    )
-    v.add_argument("--source", required=True, metavar="DIR", help="folder of the <id>.webm videos")
-    v.add_argument("--labels", required=True, metavar="FILE", help="something-something-v2-labels.json")
-    v.add_argument("--train", metavar="FILE", help="something-something-v2-train.json")
-    v.add_argument("--val", metavar="FILE", help="something-something-v2-validation.json")
-    _common(v, 256)
-    v.set_defaults(func=cmd_ssv2)
-
-    li = sub.add_parser(
-        "list",
-        help="your own videos: MMAction2/PySlowFast lists, rawframe lists or a folder per class",
-        description="Each --list line is 'path label' (MMAction2 video lists, PySlowFast CSVs), "
-        "'path,label' (PySlowFast CSVs with a comma) or 'frame_dir total_frames label' (MMAction2 "
-        "rawframe lists), detected per file or chosen with --format; labels: integers 0..K-1 or "
-        "class names, one kind per file. The split comes from SPLIT=FILE or from the file name "
-        "(train/val/test). With --folders, ROOT/<class>/<video> (or ROOT/train/..., ROOT/val/...) "
-        "is used instead.",
-    )
-    li.add_argument(
-        "--list", action="append", metavar="[SPLIT=]FILE", help="annotation list (repeat per split)"
-    )
-    li.add_argument("--root", required=True, metavar="DIR", help="folder the list paths are relative to")
-    li.add_argument("--folders", action="store_true", help="read ROOT as one folder per class")
-    li.add_argument(
-        "--format",
-        choices=formats.LIST_FORMATS,
-        default="auto",
-        help="auto (default: from each file's first entry), video ('path label'), csv ('path,label') "
-        "or rawframes ('frame_dir total_frames label')",
-    )
-    li.add_argument(
-        "--filename-tmpl",
-        "--filename_tmpl",
-        dest="filename_tmpl",
-        default=formats.FRAME_TEMPLATE,
-        metavar="TMPL",
-        help=f"rawframes: the frame files, numbered from 1 (default {formats.FRAME_TEMPLATE})",
-    )
-    li.add_argument(
-        "--frames-fps",
-        "--frames_fps",
-        dest="frames_fps",
-        type=float,
-        default=Settings.frames_fps,
-        metavar="FPS",
-        help="rawframes: the frame rate the frames were extracted at (default 30)",
-    )
-    li.add_argument(
-        "--label-file",
-        "--label_file",
-        dest="label_file",
-        metavar="FILE",
-        help="class names: '<class name> <index>' lines",
-    )
-    _common(li, 256)
-    li.set_defaults(func=cmd_list)
+    for form in INPUT_FORMS.values():
+        f = sub.add_parser(form.name, help=form.help, description=form.description)
+        form.add_options(f)
+        if form.storage_options is not None:
+            form.storage_options(f)
+        _common(f, form.short_side)
+        f.set_defaults(func=cmd_prepare)
 
     m = sub.add_parser(
         "merge",
