@@ -56,7 +56,7 @@ def one(n: int) -> dict[str, float]:
     info = {"frames": 250, "width": 340, "height": 256, "fps": 25.0, "bytes": 1, "source_bytes": 1}
 
     def stub(todo, settings, workers, progress, total=0):  # type: ignore[no-untyped-def]
-        return {dest: ("ok", dict(info)) for _, dest in todo}, None
+        return {task.dest: ("ok", dict(info)) for task in todo}, None
 
     prepare._run_jobs = stub  # type: ignore[assignment]
     settings = prepare.Settings(256)

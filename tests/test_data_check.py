@@ -24,7 +24,7 @@ from sources import (
     write_ssv2,
     write_ucf101,
 )
-from stnet import cli, clipstore
+from stnet import cli, clipstore, datacheck
 from videos import make_bad_files, write_video
 
 
@@ -307,7 +307,7 @@ def test_check_rawframe_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     j2 = write_frame_folder(root / "jump/j2", 4, size=(24, 32))  # one frame more than listed
     (j2 / "img_00003.jpg").write_bytes(b"not a jpeg")  # found by --decode only
     r1 = write_frame_folder(root / "run/r1", 6)
-    (r1 / "img_00003.jpg").unlink()  # a gap: prepare would read frames 1-2 only
+    (r1 / "img_00003.jpg").unlink()  # a gap: prepare fails this folder
     write_frame_folder(root / "run/r2", 5)  # listed with 6: its last frame is not there
     bad = write_frame_folder(root / "run/bad", 3)
     (bad / "img_00001.jpg").write_bytes((bad / "img_00001.jpg").read_bytes()[:100])  # cut first frame
@@ -326,12 +326,19 @@ def test_check_rawframe_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         {"path": folder["run/r1"], "listed": 6, "frames": 2, "missing": [3], "missing_count": 1}
     ]
     assert report["too_short"] == [
-        {"path": folder["jump/j2"], "frames": 4, "seconds": None},
+        {"path": folder["jump/j2"], "frames": 3, "seconds": None},  # the 3 listed: what prepare reads
         {"path": folder["run/r1"], "frames": 2, "seconds": None},
     ]
     assert report["suspect"] == [
-        {"path": folder["jump/j2"], "warning": "4 frames from img_00001.jpg on, the list says 3"}
+        {
+            "path": folder["jump/j2"],
+            "warning": "4 frames from img_00001.jpg on, the list says 3 (prepare reads 3)",
+        }
     ]
+    assert (
+        f"  missing frames: {folder['run/r1']}: 1 of 6 listed (3); prepare fails this folder "
+        "(it reads every listed frame)" in datacheck.summary_lines(report)
+    )
     assert report["duplicates"] == [[folder["jump/j1"], folder["jump/j1copy"]]]
     assert report["missing"] == [{"split": "train", "entry": "run/gone"}]
     (refused,) = report["refused"]

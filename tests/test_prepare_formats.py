@@ -130,8 +130,10 @@ def test_rawframe_lists(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     write_frame_folder(root / "jump/v_jump_01", 7)
     write_frame_folder(root / "run/v_run_01", 5)
     write_frame_folder(root / "run/v_run_02", 4)  # the list says 6: its last frame is not there
+    gap = write_frame_folder(root / "run/v_run_03", 40)
+    (gap / "img_00017.jpg").unlink()  # first and last there: planned, and failed when converted
     (tmp_path / "train.txt").write_text(
-        "jump/v_jump_01 7 0\nrun/v_run_01 5 1\nrun/v_run_02 6 1\nrun/gone 3 1\n"
+        "jump/v_jump_01 7 0\nrun/v_run_01 5 1\nrun/v_run_02 6 1\nrun/gone 3 1\nrun/v_run_03 40 1\n"
     )
     (tmp_path / "val.txt").write_text("run/v_run_01 5 1\n")
     lists = ["--list", str(tmp_path / "train.txt"), "--list", str(tmp_path / "val.txt")]
@@ -145,8 +147,22 @@ def test_rawframe_lists(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         str(tmp_path / "val.txt"): "rawframes",
     }
     assert report["missing"] == [{"split": "train", "entry": "run/gone"}]
-    (failure,) = report["failures"]
-    assert "lists 6 frames, but img_00006.jpg is not there" in failure["reason"]
+    refused, failed = report["failures"]
+    assert "lists 6 frames, but img_00006.jpg is not there" in refused["reason"]
+    assert failed == {
+        "split": "train",
+        "source": str(gap),
+        "reason": "lists 40 frames, but img_00017.jpg is not there",
+    }
+    assert report["counts"]["train"] == {
+        **report["counts"]["train"],
+        "listed": 5,
+        "prepared": 2,
+        "failed": 2,
+        "missing": 1,
+        "frames": 12,
+    }
+    assert not (out / "clips/run/v_run_03.stclip").exists()
     frame_bytes = sum(
         p.stat().st_size for d in ("jump/v_jump_01", "run/v_run_01") for p in (root / d).iterdir()
     )
@@ -171,8 +187,29 @@ def test_rawframe_lists(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "l.txt").write_text("a 4 0\n")
     assert _run(*argv, "--filename-tmpl", "{:06d}.jpg", "--out", str(tmp_path / "o6")) == 0
     assert _codes(tmp_path / "o6/clips/a.stclip") == [0, 1, 2, 3]
+    (tmp_path / "l.txt").write_text("a 2 0\n")  # fewer than the folder holds: exactly those, converted again
+    assert _run(*argv, "--filename-tmpl", "{:06d}.jpg", "--out", str(tmp_path / "o6")) == 0
+    assert _report(tmp_path / "o6")["counts"]["train"]["reused"] == 0
+    assert _codes(tmp_path / "o6/clips/a.stclip") == [0, 1]
     assert _run(*argv, "--filename-tmpl", "frame.jpg", "--out", str(tmp_path / "o7")) == 1
     assert "--filename-tmpl 'frame.jpg' must name one file per frame number" in _error(capsys)
+
+
+def test_frame_folder_in_a_video_list_fails_at_a_gap(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write_frame_folder(root / "a/whole", 5)
+    gap = write_frame_folder(root / "a/gap", 6)
+    (gap / "img_00003.jpg").unlink()
+    (tmp_path / "l.txt").write_text("a/whole 0\na/gap 0\n")  # no frame count: read up to the first gap
+    out = tmp_path / "out"
+    assert _run("list", "--root", str(root), "--list", str(tmp_path / "l.txt"), "--out", str(out)) == 0
+    assert (out / "train.txt").read_text() == "clips/a/whole.stclip 0\n"
+    assert _codes(out / "clips/a/whole.stclip") == list(range(5))
+    (failure,) = _report(out)["failures"]
+    assert failure["source"] == str(gap)
+    assert failure["reason"] == (
+        "img_00003.jpg is not there, but img_00004.jpg is: a gap in the frame numbers after 2 frames"
+    )
 
 
 @pytest.mark.parametrize("form", ["space", "comma"])

@@ -206,10 +206,11 @@ def _probe_video(result: dict[str, Any], path: str, decode: bool) -> None:
 def probe_frames(folder: str, template: str, listed: int, decode: bool = False) -> dict[str, Any]:
     """What the frame folder ``folder`` of a rawframe entry listing ``listed`` frames holds: ``size``
     (bytes of its numbered frame files), ``head`` (digest of its first frame), ``frames`` (the frames
-    from the first up to the first number not there: what prepare reads), ``missing`` (listed frame
-    numbers not there, the first few; ``missing_count``: all), ``codec`` (the first frame's image
-    format), ``width``, ``height``; or ``error``. Never raises. The first frame is decoded; with
-    ``decode``, every frame prepare would read."""
+    from the first up to the first number not there, at most ``listed``: what prepare reads when no
+    listed frame is missing), ``missing`` (listed frame numbers not there, the first few;
+    ``missing_count``: all; prepare fails such a folder), ``codec`` (the first frame's image format),
+    ``width``, ``height``; or ``error``. Never raises. The first frame is decoded; with ``decode``,
+    every one of ``frames``."""
     return _safely(_probe_folder, folder, template, listed, decode)
 
 
@@ -222,7 +223,8 @@ def _probe_folder(result: dict[str, Any], folder: str, template: str, listed: in
     numbered = [formats.frame_name(template, i) for i in range(max(listed, run))]
     missing = [formats.FIRST_FRAME + i for i, name in enumerate(numbered[:listed]) if name not in names]
     result["size"] = sum(os.path.getsize(os.path.join(folder, n)) for n in numbered if n in names)
-    result.update(frames=run, missing=missing[:_MISSING_SHOWN], missing_count=len(missing))
+    frames = min(run, listed)
+    result.update(frames=frames, missing=missing[:_MISSING_SHOWN], missing_count=len(missing))
     if not run:
         raise DataError(f"no frame {formats.frame_name(template, 0)} in the folder (see --filename-tmpl)")
     first = os.path.join(folder, formats.frame_name(template, 0))
@@ -230,10 +232,13 @@ def _probe_folder(result: dict[str, Any], folder: str, template: str, listed: in
     image, kind = formats.read_frame(first)
     result.update(codec=kind.lower(), width=image.width, height=image.height, fps=None, seconds=None)
     if decode:
-        for _ in formats.iter_frame_folder(folder, template):
+        for _ in formats.iter_frame_folder(folder, template, frames):
             pass
     if run > listed:
-        result["warning"] = f"{run} frames from {formats.frame_name(template, 0)} on, the list says {listed}"
+        result["warning"] = (
+            f"{run} frames from {formats.frame_name(template, 0)} on, the list says {listed} "
+            f"(prepare reads {listed})"
+        )
 
 
 def probe_item(item: Item, template: str, decode: bool) -> dict[str, Any]:
@@ -429,7 +434,7 @@ def build_report(source: Source, results: dict[str, dict[str, Any]], min_frames:
                 {
                     "path": path,
                     "listed": item.frames,
-                    "frames": result["frames"],  # the ones before the first gap: what prepare reads
+                    "frames": result["frames"],  # the ones before the first gap
                     "missing": result["missing"],
                     "missing_count": result["missing_count"],
                 }
@@ -697,7 +702,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         shown = ", ".join(map(str, e["missing"])) + more
         lines.append(
             f"  missing frames: {e['path']}: {e['missing_count']} of {e['listed']} listed ({shown}); "
-            f"prepare reads the {e['frames']} before the first gap"
+            "prepare fails this folder (it reads every listed frame)"
         )
     lines += [f"  duplicates: {', '.join(group)}" for group in report["duplicates"][:10]]
     lines += [f"  missing: {e['split']}: {e['entry']}" for e in report["missing"][:10]]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 from PIL import Image
 
-from stnet.errors import DataError
+from stnet.errors import DataError, os_error_line
 from stnet.lists import read_lines, read_text
 from stnet.video import is_video_file
 
@@ -38,6 +39,7 @@ __all__ = [
     "frame_folder_bytes",
     "frame_name",
     "iter_frame_folder",
+    "missing_frame",
     "read_frame",
     "read_hmdb51_splits",
     "read_list",
@@ -188,34 +190,71 @@ def read_frame(path: str | os.PathLike) -> tuple[Image.Image, str]:
         raise DataError(f"frame {os.path.basename(path)}: not a readable image ({e})") from None
 
 
-def count_frame_folder(folder: str | os.PathLike, template: str) -> int:
-    """How many frames ``folder`` holds: files numbered from 1 on, up to the first number with none."""
+def missing_frame(template: str, index: int, listed: int) -> str:
+    """Why a frame folder listed with ``listed`` frames cannot be read: frame ``index`` (from 0) is not
+    there."""
+    return f"lists {listed} frames, but {frame_name(template, index)} is not there"
+
+
+def _frame_number(template: str, name: str) -> int | None:
+    """The number the file name ``name`` has as a frame file of ``template`` (None: it is not one)."""
+    pattern = "".join(
+        re.escape(literal) + (r"(\d+)" if field is not None else "")
+        for literal, field, _spec, _conversion in string.Formatter().parse(template)
+    )
+    m = re.fullmatch(pattern, name)
+    if not m:
+        return None
+    number = int(m.group(1))
+    return number if template.format(number) == name else None
+
+
+def count_frame_folder(folder: str | os.PathLike, template: str, listed: int | None = None) -> int:
+    """How many frames of ``folder`` are read (its frames numbered from 1 on, with no gap): ``listed``
+    when a rawframe list gives the count and every one of them is there; without a count, the frames up
+    to the first number with no file, when no later number has one. Anything else, a one-line DataError
+    naming the first missing frame: a folder cut short at a gap would silently lose frames."""
+    try:
+        names = set(os.listdir(folder))
+    except OSError as e:
+        raise DataError(f"cannot read the frame folder: {os_error_line(e)}") from None
+    if listed is not None:
+        if listed < 1:
+            raise DataError(f"lists {listed} frames")
+        gap = next((i for i in range(listed) if frame_name(template, i) not in names), None)
+        if gap is not None:
+            raise DataError(missing_frame(template, gap, listed))
+        return listed
     count = 0
-    while os.path.isfile(_frame_path(folder, template, count)):
+    while frame_name(template, count) in names:
         count += 1
+    if count == 0:
+        raise DataError(f"no frame {frame_name(template, 0)} in the folder (see --filename-tmpl)")
+    gap = FIRST_FRAME + count
+    later = [n for n in (_frame_number(template, name) for name in names) if n is not None and n > gap]
+    if later:
+        raise DataError(
+            f"{frame_name(template, count)} is not there, but {template.format(min(later))} is: "
+            f"a gap in the frame numbers after {count} frames"
+        )
     return count
 
 
 def iter_frame_folder(
-    folder: str | os.PathLike, template: str, keep: Callable[[int], bool] | None = None
+    folder: str | os.PathLike, template: str, frames: int, keep: Callable[[int], bool] | None = None
 ) -> Iterator[Image.Image]:
-    """The frames ``folder/template.format(1)``, ``...format(2)``, ... up to the first number with no
-    file, as RGB images; a frame that is not a readable image is a DataError naming it. With ``keep``,
-    it is called with every frame's index (from 0), in order, and only the frames it accepts are read."""
-    index = 0
-    while True:
-        path = _frame_path(folder, template, index)
-        if keep is not None and os.path.isfile(path) and not keep(index):
-            index += 1
+    """The first ``frames`` frames of ``folder`` (``template.format(1)``, ``...format(2)``, ...; see
+    :func:`count_frame_folder`) as RGB images; a frame that is not a readable image, or not there, is a
+    DataError naming it. With ``keep``, it is called with every frame's index (from 0), in order, and only
+    the frames it accepts are read."""
+    for index in range(frames):
+        if keep is not None and not keep(index):
             continue
         try:
-            rgb, _ = read_frame(path)
+            rgb, _ = read_frame(_frame_path(folder, template, index))
         except FileNotFoundError:
-            break
+            raise DataError(missing_frame(template, index, frames)) from None
         yield rgb
-        index += 1
-    if index == 0:
-        raise DataError(f"no frame {template.format(FIRST_FRAME)} in the folder (see --filename-tmpl)")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ annotation parsers of the last three live in :mod:`stnet.formats`:
 * ``hmdb51``: the official ``<class>_test_split<k>.txt`` files (test videos become ``val``);
 * ``ssv2``: Something-Something V2's labels/train/validation JSON files and ``<id>.webm`` videos;
 * ``list``: MMAction2 video or rawframe lists, PySlowFast CSVs, or a folder-per-class tree. A rawframe
-  entry is a folder of JPEG frames; it is converted like a video.
+  entry is a folder of JPEG frames; it is converted like a video, every listed frame (a frame missing
+  fails that folder, as an unreadable video fails).
 
 Each front end's options and planner are one :class:`InputForm` of :data:`INPUT_FORMS`, which
 ``stnet data check`` uses too: it scans exactly what prepare would convert.
@@ -53,7 +54,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 from PIL import Image
 
@@ -183,26 +184,31 @@ def _probe(path: str) -> tuple[float, int]:
         return (float(stream.average_rate) if stream.average_rate else 0.0), int(stream.frames or 0)
 
 
-def _stored_rate(source: str | os.PathLike, fps: float, settings: Settings) -> float:
-    """The frame rate the clip of ``source`` (``fps`` frames/s) stores: ``fps``, or lower when
-    ``settings.fps`` asks for less or ``settings.max_frames`` would be exceeded (then the video is kept
-    whole at a rate that fits, counting its frames from the packets, without decoding)."""
+def _stored_rate(source: str | os.PathLike, fps: float, settings: Settings, frames: int | None) -> float:
+    """The frame rate the clip of ``source`` (``fps`` frames/s; a frame folder's ``frames`` frames, else
+    None) stores: ``fps``, or lower when ``settings.fps`` asks for less or ``settings.max_frames`` would
+    be exceeded (then the video is kept whole at a rate that fits, counting its frames from the packets,
+    without decoding)."""
     rate = fps
     if settings.fps is not None:
         rate = min(rate, settings.fps)
     if settings.max_frames is not None:
-        frames = (
-            formats.count_frame_folder(source, settings.filename_tmpl)
-            if os.path.isdir(source)
-            else count_packets(source)
-        )
+        if frames is None:
+            frames = count_packets(source)
         if frames > settings.max_frames:
             rate = min(rate, settings.max_frames * fps / frames)
     return rate
 
 
-def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: Settings) -> dict[str, Any]:
+def convert_video(
+    source: str | os.PathLike, dest: str | os.PathLike, settings: Settings, listed: int | None = None
+) -> dict[str, Any]:
     """Decode ``source`` and write it as the clip file ``dest``; DataError (nothing written) if it fails.
+
+    A frame folder (``source`` is a folder) is read whole: its ``listed`` frames (the count a rawframe
+    list gives) or, without one, its frames up to the first number with no file; a frame missing before
+    that count, or a gap with later frames after it, fails the folder before anything is decoded
+    (:func:`stnet.formats.count_frame_folder`), with or without ``keep_partial``.
 
     The clip records the source's :class:`~stnet.clipstore.SourceStamp`, its rate and frame count; at a
     reduced rate (``settings.fps``/``max_frames``) only the source frames nearest to the stored rate's
@@ -218,7 +224,8 @@ def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: 
         stamp = _folder_stamp(source) if folder else clipstore.SourceStamp.of(source)
     except OSError as e:
         raise DataError(f"cannot read: {os_error_line(e)}") from None
-    rate = _stored_rate(source, fps, settings) if fps > 0 else fps
+    count = formats.count_frame_folder(source, settings.filename_tmpl, listed) if folder else None
+    rate = _stored_rate(source, fps, settings, count) if fps > 0 else fps
     resample = 0 < rate < fps
     decoded = 0
     wanted = 0  # the next source frame to store
@@ -238,8 +245,8 @@ def convert_video(source: str | os.PathLike, dest: str | os.PathLike, settings: 
         return True
 
     frames = (
-        formats.iter_frame_folder(source, settings.filename_tmpl, keep)
-        if folder
+        formats.iter_frame_folder(source, settings.filename_tmpl, count, keep)
+        if count is not None
         else iter_frames(source, keep)
     )
     warning = None
@@ -302,10 +309,18 @@ def _folder_stamp(folder: str | os.PathLike) -> clipstore.SourceStamp:
 Result = tuple[str, Any]  # ("ok", info) | ("failed", reason) | ("fatal", one-line OS error writing OUT)
 
 
-def _work(source: str, dest: str, settings: Settings) -> Result:
+class Task(NamedTuple):
+    """One conversion: a source, its clip, and a frame folder's listed frame count (else None)."""
+
+    source: str
+    dest: str
+    frames: int | None = None
+
+
+def _work(task: Task, settings: Settings) -> Result:
     """Worker entry: never raises; a bad video is ``failed``, an error writing the clip ``fatal``."""
     try:
-        return "ok", convert_video(source, dest, settings)
+        return "ok", convert_video(task.source, task.dest, settings, task.frames)
     except OSFailure as e:  # the output, not the video: a full disk or a read-only folder stops the run
         return "fatal", str(e)
     except DataError as e:
@@ -694,7 +709,8 @@ def plan_list(
     class names, one kind per file), or with ``folders`` a class tree (labels: the folder names).
 
     A rawframe entry is a folder of frames named ``filename_tmpl``: it is missing unless it is a folder,
-    and refused when its first or its last listed frame is not there."""
+    and refused when its first or its last listed frame is not there; a frame missing in between fails
+    its conversion (:func:`convert_video` reads every listed frame)."""
     entries: list[formats.ListEntry] = []
     kinds: dict[str, str] = {}  # source of labels -> "integer" | "name"
     used: dict[str, str] = {}  # list file -> its format
@@ -788,10 +804,9 @@ def _missing_frame(folder: Path, template: str, frames: int) -> str | None:
     or last listed frame is not there (None: it can)."""
     if frames < 1:
         return "lists 0 frames"
-    for index in (formats.FIRST_FRAME, formats.FIRST_FRAME + frames - 1):
-        name = template.format(index)
-        if not (folder / name).is_file():
-            return f"lists {frames} frames, but {name} is not there (see --filename-tmpl)"
+    for index in (0, frames - 1):
+        if not (folder / formats.frame_name(template, index)).is_file():
+            return f"{formats.missing_frame(template, index, frames)} (see --filename-tmpl)"
     return None
 
 
@@ -957,9 +972,9 @@ def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
 
 
 def _run_jobs(
-    todo: list[tuple[str, str]], settings: Settings, workers: int, progress: bool, total: int = 0
+    todo: list[Task], settings: Settings, workers: int, progress: bool, total: int = 0
 ) -> tuple[dict[str, Result], str | None]:
-    """Convert ``(source, dest)`` pairs: results by dest, and the first fatal error (then the rest stop).
+    """Convert ``todo``: results by dest, and the first fatal error (then the rest stop).
 
     After the first :data:`PROJECT_AFTER` conversions the projected size of the store of ``total``
     videos (default: the pairs) is printed to stderr.
@@ -975,12 +990,12 @@ def _run_jobs(
     projection = _Projection(total or len(todo), lambda line: bar.write(line, file=sys.stderr))
     try:
         if workers <= 1:
-            for source, dest in todo:
-                results[dest] = _work(source, dest, settings)
-                projection.add(results[dest])
+            for task in todo:
+                results[task.dest] = _work(task, settings)
+                projection.add(results[task.dest])
                 bar.update()
-                if results[dest][0] == "fatal":
-                    return results, str(results[dest][1])
+                if results[task.dest][0] == "fatal":
+                    return results, str(results[task.dest][1])
             return results, None
         queue = list(reversed(todo))
         # fork: workers inherit the imported modules (importing stnet, and so torch, costs ~1 s per process)
@@ -990,15 +1005,15 @@ def _run_jobs(
             pool = cf.ProcessPoolExecutor(
                 max_workers=workers, mp_context=context, initializer=worker_init, initargs=(os.getpid(),)
             )
-            running: dict[cf.Future, tuple[str, str]] = {}
+            running: dict[cf.Future, str] = {}  # -> dest
             try:
                 while queue or running:
                     while queue and len(running) < 4 * workers:
-                        source, dest = queue.pop()
-                        running[pool.submit(_work, source, dest, settings)] = (source, dest)
+                        task = queue.pop()
+                        running[pool.submit(_work, task, settings)] = task.dest
                     done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                     for future in done:
-                        source, dest = running.pop(future)
+                        dest = running.pop(future)
                         results[dest] = future.result()
                         projection.add(results[dest])
                         bar.update()
@@ -1007,7 +1022,7 @@ def _run_jobs(
                             queue.clear()  # finish what is running, start nothing more
                 pool.shutdown(wait=True)
             except cf.process.BrokenProcessPool:
-                for _source, dest in running.values():
+                for dest in running.values():
                     if dest not in results:
                         results[dest] = (
                             "failed",
@@ -1149,13 +1164,13 @@ def execute(
         failures = list(plan.failures)
         warnings_: list[dict[str, str]] = [{"source": "", "warning": note} for note in notes]
         reasons: dict[str, str] = {}
-        for source, dest in todo:
-            status, value = results[dest]
-            output = Path(dest).relative_to(out).as_posix()
+        for task in todo:
+            status, value = results[task.dest]
+            output = Path(task.dest).relative_to(out).as_posix()
             if status == "ok":
                 clip_info[output] = value
                 if "warning" in value:
-                    warnings_.append({"source": source, "warning": value["warning"]})
+                    warnings_.append({"source": task.source, "warning": value["warning"]})
             else:
                 reasons[output] = str(value)
         lines, counts = _split_lists(plan, jobs, splits, clip_info, reasons, failures)
@@ -1213,21 +1228,21 @@ def _shard_part(plan: Plan, jobs: list[Job], shard: tuple[int, int]) -> tuple[Pl
 
 def _reusable(
     out: Path, jobs: list[Job], report: dict[str, Any], template: str = formats.FRAME_TEMPLATE
-) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
-    """The clips a rerun keeps (complete, from an unchanged source) by output, and the ``(source, dest)``
-    pairs still to convert (a video listed twice is converted once). ``template`` names the frame files
-    of frame-folder sources (their bytes are summed again)."""
-    outputs: dict[str, str] = {}
+) -> tuple[dict[str, dict[str, Any]], list[Task]]:
+    """The clips a rerun keeps (complete, from an unchanged source) by output, and the conversions still
+    to run (a video listed twice is converted once). ``template`` names the frame files of frame-folder
+    sources (their bytes are summed again)."""
+    first: dict[str, Job] = {}
     for job in jobs:
-        outputs.setdefault(job.output, job.source)
+        first.setdefault(job.output, job)
     clip_info: dict[str, dict[str, Any]] = {}
-    todo: list[tuple[str, str]] = []
+    todo: list[Task] = []
     changed = 0
-    for output, source in outputs.items():
+    for output, job in first.items():
         dest = out / output
         if clipstore.is_complete(dest):
             info = clipstore.read_info(dest)
-            source_bytes = _reused_source_bytes(source, info, template)
+            source_bytes = _reused_source_bytes(job, info, template)
             if source_bytes is not None:
                 clip_info[output] = {
                     "frames": info.num_frames,
@@ -1239,18 +1254,22 @@ def _reusable(
                 }
                 continue
             changed += 1  # the source changed since (or is not known): convert it again
-        todo.append((source, str(dest)))
+        todo.append(Task(job.source, str(dest), job.frames))
     report["sources_changed"] = changed
     return clip_info, todo
 
 
-def _reused_source_bytes(source: str, info: clipstore.ClipInfo, template: str) -> int | None:
-    """The bytes of the source a complete clip came from, if ``source`` is still that source (None: it
-    changed, is not known, or a frame of the folder cannot be read: convert it again)."""
+def _reused_source_bytes(job: Job, info: clipstore.ClipInfo, template: str) -> int | None:
+    """The bytes of the source a complete clip came from, if ``job``'s source is still that source (None:
+    it changed, is not known, a frame folder is now listed with another frame count, or a frame of the
+    folder cannot be read: convert it again)."""
+    source = job.source
     if info.source is None or not info.source.matches(source):
         return None
     if not os.path.isdir(source):
         return info.source.size
+    if job.frames is not None and job.frames != info.source_frames:
+        return None
     try:
         return formats.frame_folder_bytes(source, template, info.source_frames)
     except OSError:
@@ -1307,7 +1326,7 @@ class _Projection:
 
 def _convert(
     target: _Target,
-    todo: list[tuple[str, str]],
+    todo: list[Task],
     settings: Settings,
     workers: int,
     progress: bool,
