@@ -1,10 +1,12 @@
 """16.3 `stnet predict SOURCE --live`: an mp4 streamed over HTTP from 127.0.0.1 and MPEG-TS piped from
-another process give the same numbers as the file's timeline for the same windows; stale windows are
-dropped when the model is slow; Ctrl-C ends with a summary; bad sources are one line."""
+another process give the same numbers as the file's timeline for the same windows; --smooth and
+--threshold give the timeline's smoothed numbers and segments; stale windows are dropped when the model
+is slow; Ctrl-C ends with a summary; bad sources are one line."""
 
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -15,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stnet import live as live_module
 from stnet.cli import main
 from stnet.encode import VideoWriter, encode_video
-from stnet.live import live
-from stnet.timeline import timeline
-from tiny_model import tiny_runner
-from videos import barcode_frame
+from stnet.live import LivePrediction, live
+from stnet.timeline import segments, smooth, timeline
+from tiny_model import tiny_runner, tiny_weights
+from videos import barcode_frame, colour_frames
 
 FRAMES = 40
 WINDOW = {"window_s": 0.48, "stride_s": 0.16}  # 12 frames every 4 at 25 fps
@@ -107,6 +110,65 @@ def test_mpegts_pipe_equals_the_file_timeline(runner, tmp_path):
         assert child.wait() == 0
     assert summary.error is None and summary.frames == FRAMES
     _same_windows(got, timeline(runner, reference, **WINDOW))
+
+
+def _paced(monkeypatch) -> None:
+    """Live reads the file no faster than the model answers (no window skipped), as a camera would for
+    a fast model: after the frame that ends a window (12 frames every 4), the next waits for its answer."""
+    answered = threading.Semaphore(0)
+    classify, frames = live_module.classify, live_module.decoded_frames
+
+    def answer(*args):
+        window = classify(*args)
+        answered.release()
+        return window
+
+    def paced(container):
+        for count, image in enumerate(frames(container), 1):
+            yield image
+            if count >= 12 and (count - 12) % 4 == 0:
+                assert answered.acquire(timeout=60)
+
+    monkeypatch.setattr(live_module, "classify", answer)
+    monkeypatch.setattr(live_module, "decoded_frames", paced)
+
+
+def test_smooth_and_threshold_equal_the_timeline(runner, tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    colours = [colour_frames(c, 10, rng) for c in range(3)]  # 30 frames: windows 0, 4, ..., 16 and 18
+    path = encode_video(tmp_path / "colours.mp4", [f for frames in colours for f in frames])
+    _paced(monkeypatch)
+    weights, names, flags = tiny_weights(tmp_path)  # the runner fixture's model
+    argv = ["predict", str(path), "--live", "--checkpoint", str(weights), "--classes", str(names), *flags]
+    options = ["--window", "0.48", "--stride", "0.16", "--threshold", "0.57", "--smooth", "3", "--json"]
+    assert main([*argv, *options]) == 0
+    *answers, last = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    reference = timeline(runner, path, **WINDOW)
+    rule = {"threshold": 0.57, "smoothing": 3, "mode": "median"}
+    found = segments(reference.windows, runner.info.class_names, reference.duration, **rule)
+    smoothed = smooth(np.stack([w.probs for w in reference.windows]), 3, "median")
+    assert [(a["start"], a["skipped"]) for a in answers] == [
+        (round(w.start, 3), 0) for w in reference.windows
+    ]
+    for answer, row in zip(answers, smoothed, strict=True):  # centred, so each is given one answer late
+        assert [(t["index"], t["prob"]) for t in answer["top"]] == [
+            (i, round(float(row[i]), 6)) for i in np.argsort(-row, kind="stable")
+        ]
+    assert [a["segment"] for a in answers] == ["green", None, None, "green", "green", "green"]
+    assert [i for i, a in enumerate(answers) if a["started"]] == [0, 3]
+    ended = [a["ended"] for a in answers if a["ended"]] + [last["ended"]]
+    assert ended == [s.to_json() for s in found] and len(found) == 2  # one ends mid-stream, one at the end
+    assert last == {"time": 1.2, "ended": found[1].to_json()}
+
+    top = [("green", 1, 0.5561)]
+    ends = LivePrediction(reference.windows[1], top, 0.002, 0, segment=None, ended=found[0])
+    assert (
+        ends.line()
+        == "00:00.6  green 0.556  latency 2 ms  | green ended (00:00.0-00:00.3, prob 0.592, 1 window)"
+    )
+    starts = LivePrediction(reference.windows[3], top, 0.002, 0, segment="green", started=True)
+    assert starts.line() == "00:01.0  green 0.556  latency 2 ms  | green started"
 
 
 def test_slow_model_skips_stale_windows_and_ctrl_c_ends_cleanly(runner, tmp_path, capsys):

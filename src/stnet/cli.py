@@ -385,7 +385,7 @@ def _predict_timeline(args: argparse.Namespace, runner: typing.Any, outputs: lis
             continue
         if result.warning:
             print(f"stnet: warning: {result.warning}", file=sys.stderr)
-        threshold = 0.5 if args.threshold is None else args.threshold
+        threshold = tl.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
         result.segments = tl.segments(
             result.windows,
             names,
@@ -432,6 +432,7 @@ def _predict_live(args: argparse.Namespace, runner: typing.Any) -> int:
     import json
 
     from stnet.live import live, source_name
+    from stnet.timeline import DEFAULT_THRESHOLD
 
     source = source_name(args.videos[0] if args.videos else None, args.camera)
 
@@ -447,7 +448,12 @@ def _predict_live(args: argparse.Namespace, runner: typing.Any) -> int:
         topk=args.topk,
         clips=args.clips,
         crops=args.crops,
+        threshold=DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+        smoothing=args.smooth or 1,
+        mode=args.smooth_mode,
     )
+    if summary.ended is not None:
+        print(json.dumps(summary.ended_json()) if args.json else summary.ended_line(), flush=True)
     if summary.error:
         print(f"stnet: error: {source}: {summary.error}", file=sys.stderr)
     print(f"stnet: {summary.line()}", file=sys.stderr)

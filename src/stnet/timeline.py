@@ -33,6 +33,7 @@ from stnet.sampling import UCF_RATE, frame_indices
 from stnet.transforms import CropPlan, apply_plan, eval_plans, to_clip_tensor
 
 SMOOTHING = ("median", "mean")
+DEFAULT_THRESHOLD = 0.5  # --threshold: the least (smoothed) probability of a window in a segment
 DEFAULT_FPS = Fraction(25)  # for a stream that announces no frame rate
 
 
@@ -301,13 +302,64 @@ def smooth(probs: np.ndarray, k: int, mode: str = "median") -> np.ndarray:
     return np.stack([reduce(probs[max(0, i - before) : i + after + 1], axis=0) for i in range(len(probs))])
 
 
+def _centre(window: Window) -> float:
+    return (window.start + window.end) / 2
+
+
 def window_bounds(windows: Sequence[Window], duration: float) -> list[tuple[float, float]]:
     """The part of the video each window stands for: from the midpoint between its centre and the
     previous window's to the midpoint with the next one's (the first from 0, the last to the end), so
     overlapping windows split the time between them."""
-    centres = [(w.start + w.end) / 2 for w in windows]
+    centres = [_centre(w) for w in windows]
     cuts = [0.0, *((a + b) / 2 for a, b in itertools.pairwise(centres)), duration]
     return list(itertools.pairwise(cuts))
+
+
+def segment_class(probs: np.ndarray, threshold: float) -> int:
+    """The class of the segment a window with (smoothed) probabilities ``probs`` belongs to: its top
+    class when that reaches ``threshold``, else -1 (no segment)."""
+    return int(np.argmax(probs)) if probs.max() >= threshold else -1
+
+
+class Segmenter:
+    """:func:`segments`' rule one window at a time, as ``--live`` needs it: :meth:`add` takes each
+    window with its smoothed probabilities, in order, and returns the segment that window ends (None if
+    none); :meth:`finish` ends the open one at the end of the video. ``label`` is the class of the open
+    segment (-1: none) and ``started`` says whether the last window added started it."""
+
+    def __init__(self, class_names: Sequence[str], threshold: float) -> None:
+        self.class_names, self.threshold = class_names, threshold
+        self.label = -1
+        self.started = False
+        self.previous: Window | None = None
+        self.start = 0.0  # of the open segment
+        self.probs: list[Any] = []  # its class's smoothed probability in each of its windows
+
+    def add(self, window: Window, probs: np.ndarray) -> Segment | None:
+        label = segment_class(probs, self.threshold)
+        ended = None
+        self.started = False
+        if self.previous is None or label != self.label:
+            cut = 0.0 if self.previous is None else (_centre(self.previous) + _centre(window)) / 2
+            ended = self._close(cut)
+            self.label, self.start, self.started = label, cut, label >= 0
+        if label >= 0:
+            self.probs.append(probs[label])
+        self.previous = window
+        return ended
+
+    def finish(self, duration: float) -> Segment | None:
+        """The open segment, ended at ``duration`` (None if none is open)."""
+        ended = self._close(duration)
+        self.label = -1
+        return ended
+
+    def _close(self, end: float) -> Segment | None:
+        if self.label < 0:
+            return None
+        c, probs = self.label, self.probs
+        self.probs = []
+        return Segment(self.class_names[c], c, self.start, end, float(np.mean(probs)), len(probs))
 
 
 def segments(
@@ -315,30 +367,20 @@ def segments(
     class_names: Sequence[str],
     duration: float,
     *,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     smoothing: int = 1,
     mode: str = "median",
 ) -> list[Segment]:
     """Consecutive windows whose smoothed top class is the same and reaches ``threshold``, merged; a
-    window below the threshold belongs to no segment."""
+    window below the threshold belongs to no segment. A segment spans its windows' :func:`window_bounds`
+    and its ``prob`` is the mean of its class's smoothed probabilities."""
     if not windows:
         return []
-    probs = np.stack([w.probs for w in windows])
-    smoothed = smooth(probs, smoothing, mode)
-    labels = [int(np.argmax(row)) if row.max() >= threshold else -1 for row in smoothed]
-    bounds = window_bounds(windows, duration)
-    out: list[Segment] = []
-    i = 0
-    while i < len(windows):
-        j = i
-        while j + 1 < len(windows) and labels[j + 1] == labels[i]:
-            j += 1
-        c = labels[i]
-        if c >= 0:
-            mean = float(smoothed[i : j + 1, c].mean())
-            out.append(Segment(class_names[c], c, bounds[i][0], bounds[j][1], mean, j - i + 1))
-        i = j + 1
-    return out
+    smoothed = smooth(np.stack([w.probs for w in windows]), smoothing, mode)
+    segmenter = Segmenter(class_names, threshold)
+    out = [s for w, row in zip(windows, smoothed, strict=True) if (s := segmenter.add(w, row)) is not None]
+    last = segmenter.finish(duration)
+    return [*out, last] if last is not None else out
 
 
 # ----------------------------------------------------------------------------------------------------
