@@ -97,7 +97,9 @@ def test_quick_bench_measures_every_section(tmp_path):
     assert result["ceiling"]["fp32"] > 0 and result["ceiling"]["bf16"] > 0
     cases = result["cases"]
     train = {(c["model"], c["variant"]) for c in cases if c["section"] == "train"}
-    assert train == {("StNet-R18", "fp32"), ("StNet-R18", bench.FAST), ("TSN ResNet-18", "fp32")}
+    default = bench.training_variant(torch.device("cpu"))  # bf16 + channels_last only where bf16 is native
+    assert result["training"]["variant"] == default
+    assert train == {("StNet-R18", "fp32"), ("StNet-R18", default), ("TSN ResNet-18", "fp32")}
     infer = {(c["model"], c["variant"], c["batch"]) for c in cases if c["section"] == "infer"}
     assert ("StNet-R18", bench.ONNX, 2) in infer and ("TSN ResNet-18", "fp32", 1) in infer
     assert ("StNet-R18", bench.ONNX_INT8, 2) in infer
@@ -114,6 +116,7 @@ def test_quick_bench_measures_every_section(tmp_path):
     assert math.isfinite(result["scaling"]["exponent_pixels"])
     assert len(result["targets"]) == 9  # 2 of them for the default deployment path
     assert "**Default deployment path** (`--backend auto` here)" in out_md.read_text()
+    assert f"StNet training ({default}) ÷ TSN fp32" in out_md.read_text()
     report = out_md.read_text()
     assert "**Targets**" in report and "Command: `stnet bench --quick`" in report
     assert report in done.stdout
