@@ -279,6 +279,25 @@ def matmul_gflops(dtype: torch.dtype, n: int, seconds: float, device: torch.devi
     return 2 * n**3 / best / 1e9
 
 
+def matmul_ceiling(
+    dtype: torch.dtype, sizes: Sequence[int], seconds: float, device: torch.device
+) -> tuple[float, int]:
+    """The best :func:`matmul_gflops` over ``sizes`` (ascending) and its size. A size whose one call takes
+    longer than ``seconds`` is the last: the next is 8x the work (a CPU without native bf16 emulates it at
+    well under 1 GFLOP/s, where a 4096² product would take minutes)."""
+    rates: dict[int, float] = {}
+    for n in sizes:
+        rates[n] = matmul_gflops(dtype, n, seconds, device)
+        if 2 * n**3 / rates[n] / 1e9 > seconds:
+            break
+    best = max(rates, key=rates.__getitem__)
+    return rates[best], best
+
+
+def gflops_text(rate: float) -> str:
+    return f"{rate:.0f}" if rate >= 10 else f"{rate:.2f}"
+
+
 def fast_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``precision: auto`` here (None: fp32 is the fast path)."""
     return autocast_dtype("auto", device)
@@ -782,7 +801,10 @@ def render(result: dict[str, Any]) -> str:
         "",
         *_table(
             ["dtype", "GFLOP/s", "size"],
-            [[k, f"{result['ceiling'][k]:.0f}", f"{result['ceiling'][k + '_n']}²"] for k in ("fp32", "bf16")],
+            [
+                [k, gflops_text(result["ceiling"][k]), f"{result['ceiling'][k + '_n']}²"]
+                for k in ("fp32", "bf16")
+            ],
         ),
     ]
     T, N = plan["T"], plan["N"]
@@ -881,10 +903,9 @@ def run_bench(
     )
     ceiling: dict[str, Any] = {}  # measured in every run (seconds): the report and targets divide by it
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        rates = {n: matmul_gflops(dtype, n, plan.matmul_seconds, device) for n in plan.matmul_sizes}
-        n = max(rates, key=rates.__getitem__)
-        ceiling[name], ceiling[name + "_n"] = rates[n], n
-        say(f"  ceiling {name}: {rates[n]:.0f} GFLOP/s ({n}×{n} matmul)")
+        rate, n = matmul_ceiling(dtype, plan.matmul_sizes, plan.matmul_seconds, device)
+        ceiling[name], ceiling[name + "_n"] = rate, n
+        say(f"  ceiling {name}: {gflops_text(rate)} GFLOP/s ({n}×{n} matmul)")
     result["ceiling"] = ceiling
     variants = [FP32, FAST] + ([compiled(FP32), compiled(FAST)] if plan.compile else [])
     if "train" in sections:
