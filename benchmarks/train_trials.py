@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_trials.py profile          # one bf16 + channels-last step by op, shape
     .venv/bin/python benchmarks/train_trials.py ab --repeats 5   # variants, interleaved A/B
+    .venv/bin/python benchmarks/train_trials.py temporal         # the temporal convolutions alone
 
 StNet-R50 at 112 px, T=7, N=5, batch 8, channels-last, SGD with momentum, in the precision `stnet train
 --precision auto` picks on this CPU (bf16 autocast where bf16 is native: AMX or AVX-512 BF16; fp32
@@ -190,9 +191,48 @@ def ab(names: list[str], repeats: int) -> None:
         print(f"| {name} | {batch} | {s:.2f} | {batch / s:.2f} | {batch / s / ref_rate:.2f}× |")
 
 
+def temporal(repeats: int) -> None:
+    """The temporal blocks alone, forward + backward: TemporalBlock.forward (a (3,1) conv2d over
+    (T, H*W)) vs :func:`temporal_matmul_forward`, at the two shapes of StNet-R50 at 112 px, batch 8."""
+    for channels, side in ((512, 14), (1024, 7)):
+        block = TemporalBlock(channels).train()
+        x = torch.randn(BATCH * T, channels, side, side).contiguous(memory_format=torch.channels_last)
+        grad = torch.randn_like(x)
+        ways = {
+            "conv2d (today)": block.forward,
+            "3 matmuls": functools.partial(temporal_matmul_forward, block),
+        }
+        times: dict[str, list[float]] = {name: [] for name in ways}
+        results = {}
+        for _ in range(repeats + 1):  # the first round warms up and gives the outputs compared
+            for name, forward in ways.items():
+                xi = x.detach().requires_grad_()
+                block.zero_grad(set_to_none=True)
+                with torch.autocast("cpu", dtype=DTYPE or torch.float32, enabled=DTYPE is not None):
+                    start = time.perf_counter()
+                    y = forward(xi, T)
+                y.backward(grad)
+                times[name].append(time.perf_counter() - start)
+                results[name] = (y.detach().float(), xi.grad, block.conv1.weight.grad)
+        flop = 3 * 2 * BATCH * T * side * side * channels * channels * 3  # forward + 2x backward
+        ref = results["conv2d (today)"]
+        print(
+            f"\n{channels} channels, {side}x{side}, T={T}, batch {BATCH}; {torch.get_num_threads()} thread(s)"
+        )
+        print("| way | median fwd+bwd (ms) | GFLOP/s | vs today | max rel. diff (y, dx, dw) |")
+        print("|---|---|---|---|---|")
+        base = statistics.median(times["conv2d (today)"][1:])
+        for name in ways:
+            ms = statistics.median(times[name][1:])
+            diff = max(
+                float((a - b).abs().max() / b.abs().max()) for a, b in zip(results[name], ref, strict=True)
+            )
+            print(f"| {name} | {1000 * ms:.0f} | {flop / ms / 1e9:.1f} | {base / ms:.2f}× | {diff:.1e} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["profile", "ab"])
+    parser.add_argument("mode", choices=["profile", "ab", "temporal"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rows", type=int, default=30)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS))
@@ -205,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         args.variants = [v for v in VARIANTS if DTYPE or "bf16" not in v]
     if args.mode == "profile":
         profile(args.rows)
+    elif args.mode == "temporal":
+        temporal(args.repeats)
     else:
         ab(args.variants, args.repeats)
     return 0
