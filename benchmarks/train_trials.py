@@ -175,6 +175,8 @@ def ab(names: list[str], repeats: int) -> None:
             f"{name}: first-step loss {losses[name]:.6f}; update off the baseline's by {total:.1e} "
             f"(largest: {worst} {off[worst]:.1e})"
         )
+    if repeats == 0:  # the numerics check alone
+        return
     times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(repeats):
         for name in names:

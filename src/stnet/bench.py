@@ -939,7 +939,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "inference clips/s, achieved GFLOP/s and peak memory for fp32, bf16 + channels-last, "
         "torch.compile, ONNX Runtime and OpenVINO; a plain ResNet-50 TSN baseline; clip-store loading and "
         "the data wait of a real training epoch; cost vs T and input size. Prints markdown tables and the "
-        "targets (ratios within the run). The full run took 9-12 minutes on 2 CPU cores (docs/benchmarks.md)",
+        "targets (ratios within the run). The full run took 9-12 minutes on 2 AVX-512 CPU cores, 52 on 2 "
+        "AVX2-only cores (docs/benchmarks.md)",
     )
     p.add_argument(
         "--quick", action="store_true", help="a small model and tiny inputs: checks everything runs"
