@@ -1,10 +1,16 @@
 """Backends for exported models (`stnet infer/predict --backend`): accuracy of every backend and
-precision on the demo model's val videos, and the clips/s of the default deployment path before (ONNX
-Runtime fp32) and after (`--backend auto`), measured interleaved.
+precision on the demo model's val videos, int8 quantization settings compared on them, and the clips/s
+of the default deployment path before (ONNX Runtime fp32) and after (`--backend auto`), measured
+interleaved.
 
     stnet demo --quick --out /tmp/demo                               # the model and its val videos
     .venv/bin/python benchmarks/backends.py accuracy /tmp/demo       # the accuracy table
+    .venv/bin/python benchmarks/backends.py int8 /tmp/demo           # quantize_int8 settings
     .venv/bin/python benchmarks/backends.py speed --repeats 5        # StNet-R50, 112 px, batch 8
+
+`--checkpoint FILE` (accuracy, int8) measures another checkpoint of the demo's model than
+run/checkpoints/best.pt, e.g. a less-trained one (a tolerant, well-separated model hides quantization
+error).
 
 Both print markdown (docs/benchmarks.md has the results).
 """
@@ -21,23 +27,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stnet.checkpoint import checkpoint_config
+from stnet.checkpoint import checkpoint_config, model_for_checkpoint
 from stnet.cli import main
 from stnet.config import load_config
-from stnet.export import export_model, quantize_int8
+from stnet.datasets import build_dataset
+from stnet.export import calibration_clips, export_bytes, export_model, quantize_int8
 from stnet.inference import checkpoint_runner, run_infer
 from stnet.model import StNet
-from stnet.runners import BackendChoice, ModelInfo, Runner, choose_backend, load_exported, runner_from_bytes
+from stnet.runners import (
+    BackendChoice,
+    ModelInfo,
+    Runner,
+    choose_backend,
+    class_names_for,
+    load_exported,
+    runner_from_bytes,
+)
 
 
 def _runner(path: Path, backend: str, precision: str = "fp32") -> Runner:
     return runner_from_bytes(path.read_bytes(), "onnx", None, BackendChoice(backend, "benchmark", precision))
 
 
-def accuracy(demo: Path, batch: int) -> None:
+def accuracy(demo: Path, checkpoint: Path, batch: int) -> None:
     """Top-1 on the demo's val split for PyTorch fp32 (the checkpoint) and every backend/precision of
     its export; how many videos' top-1 class differs from PyTorch fp32's."""
-    checkpoint, data = demo / "run" / "checkpoints" / "best.pt", demo / "data"
+    data = demo / "data"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         fp32, int8 = folder / "fp32.onnx", folder / "int8.onnx"
@@ -69,6 +84,92 @@ def accuracy(demo: Path, batch: int) -> None:
     print(f"`{' '.join(sys.argv)}` on the val split of {data}, batch {batch}:\n")
     print("| backend | ran as | top-1 correct | top-1 | videos whose top-1 ≠ PyTorch fp32 | clips/s |")
     print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+# (name, quantize_int8 keywords, calibration clips, their sampling): "train" as `stnet export` takes
+# them (the train split's augmentation), "eval" the same videos' centre clips
+INT8_VARIANTS: list[tuple[str, dict, int, str]] = [
+    ("8-bit weights, all int8 (the default before)", {"reduce_range": False, "exclude": ()}, 32, "train"),
+    ("7-bit weights (reduce_range)", {"exclude": ()}, 32, "train"),
+    ("8-bit weights, classifier fp32", {"reduce_range": False}, 32, "train"),
+    ("**7-bit weights, classifier fp32 (the default)**", {}, 32, "train"),
+    ("default, 64 clips", {}, 64, "train"),
+    ("default, 128 clips", {}, 128, "train"),
+    ("default, eval sampling of the clips", {}, 32, "eval"),
+    ("default, first conv fp32 too", {"exclude": ("fc", "first_conv")}, 32, "train"),
+    ("default, Percentile calibration", {"method": "percentile"}, 32, "train"),
+    ("default, Entropy calibration", {"method": "entropy"}, 32, "train"),
+    ("default, symmetric int8 activations", {"symmetric_activations": True}, 32, "train"),
+    ("default, CalibMovingAverage", {"extra_options": {"CalibMovingAverage": True}}, 32, "train"),
+]
+
+
+def int8(demo: Path, checkpoint: Path) -> None:
+    """Each of INT8_VARIANTS on the demo's val videos (one centre clip each, as `stnet infer`): how
+    many videos' top-1 differs from PyTorch fp32's in ONNX Runtime, in ONNX Runtime with graph
+    optimisations off (the QDQ graph run in fp32: the quantization error alone, no int8 kernels) and in
+    OpenVINO, and the mean |logit - fp32 logit| over those clips."""
+    import onnxruntime as ort
+
+    data = demo / "data"
+    cfg = checkpoint_config(checkpoint, None, [])
+    model, cfg, classes = model_for_checkpoint(checkpoint, cfg)
+    model = model.float().eval()
+    info = ModelInfo.from_config(cfg, class_names_for(cfg, classes, None))
+    splits = {s: build_dataset(info.config(dataset_path=str(data)), s, augment=False) for s in ("val",)}
+    x = {s: np.stack([d[i][0].numpy() for i in range(len(d))]) for s, d in splits.items()}
+
+    def batched(run, a: np.ndarray) -> np.ndarray:
+        return np.concatenate([run(a[i : i + 8]) for i in range(0, len(a), 8)])
+
+    with torch.no_grad():
+        ref = {s: batched(lambda b: model(torch.from_numpy(b)).numpy(), a) for s, a in x.items()}
+    top = np.sort(ref["val"], 1)
+    margins = top[:, -1] - top[:, -2]
+    fp32 = export_bytes(model, info, "onnx")
+
+    def unfused(q: bytes):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(q, options, providers=["CPUExecutionProvider"])
+        return lambda b: session.run(None, {session.get_inputs()[0].name: b})[0]
+
+    rows = []
+    for name, kwargs, count, sampling in INT8_VARIANTS:
+        clips = calibration_clips(info, data, "train", count)
+        if sampling == "eval":  # the same videos' centre clips
+            train = build_dataset(info.config(dataset_path=str(data)), "train", augment=False)
+            picks = np.unique(np.linspace(0, len(train) - 1, num=count).round().astype(int))
+            clips = [train[int(i)][0].unsqueeze(0).numpy() for i in picks]
+        q = quantize_int8(fp32, clips, **kwargs)
+        cells = []
+        for run in (
+            runner_from_bytes(q, "onnx"),
+            unfused(q),
+            runner_from_bytes(q, "onnx", choice=BackendChoice("openvino", "benchmark")),
+        ):
+            got = {s: batched(run, a) for s, a in x.items()}
+            differ = np.flatnonzero(got["val"].argmax(1) != ref["val"].argmax(1))
+            err = np.mean([np.abs(got[s] - ref[s]).mean() for s in x])
+            cells.append(f"{len(differ)}{' (' + ', '.join(map(str, differ)) + ')' if len(differ) else ''}")
+            cells.append(f"{err:.3f}")
+        rows.append(f"| {name} | {count} {sampling} | " + " | ".join(cells) + " |")
+        print(rows[-1], file=sys.stderr)
+    low = ", ".join(f"{i}: {margins[i]:.3f}" for i in np.argsort(margins)[:4])
+    correct = int(
+        (ref["val"].argmax(1) == np.array([splits["val"][i][1] for i in range(len(x["val"]))])).sum()
+    )
+    print(
+        f"`{' '.join(sys.argv)}`: {checkpoint}, PyTorch fp32 {correct}/{len(x['val'])} val videos correct; "
+        f"smallest top-1 − top-2 logit margins (video: margin) {low}. Per setting: val videos whose top-1 ≠ "
+        "PyTorch fp32 (their indices), and the mean |logit − fp32 logit| over them:\n"
+    )
+    print(
+        "| quantize_int8 setting | calibration clips | ONNX Runtime | error | ORT unfused (no int8 kernels) "
+        "| error | OpenVINO | error |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
@@ -130,14 +231,22 @@ if __name__ == "__main__":
     sub = parser.add_subparsers(dest="what", required=True)
     a = sub.add_parser("accuracy")
     a.add_argument("demo", type=Path, help="the --out folder of `stnet demo --quick`")
+    a.add_argument("--checkpoint", type=Path, help="default: DEMO/run/checkpoints/best.pt")
     a.add_argument("--batch", type=int, default=8)
+    q = sub.add_parser("int8")
+    q.add_argument("demo", type=Path, help="the --out folder of `stnet demo --quick`")
+    q.add_argument("--checkpoint", type=Path, help="default: DEMO/run/checkpoints/best.pt")
     s = sub.add_parser("speed")
     s.add_argument("--size", type=int, default=112)
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--calls", type=int, default=3)
     args = parser.parse_args()
+    if args.what in ("accuracy", "int8") and args.checkpoint is None:
+        args.checkpoint = args.demo / "run" / "checkpoints" / "best.pt"
     if args.what == "accuracy":
-        accuracy(args.demo, args.batch)
+        accuracy(args.demo, args.checkpoint, args.batch)
+    elif args.what == "int8":
+        int8(args.demo, args.checkpoint)
     else:
         speed(args.size, args.batch, args.repeats, args.calls)

@@ -22,7 +22,7 @@ import dataclasses
 import errno
 import io
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,13 +186,50 @@ def calibration_clips(
     return [dataset[int(i)][0].unsqueeze(0).numpy() for i in picks]
 
 
-def quantize_int8(data: bytes, clips: list[np.ndarray]) -> bytes:
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
+def quantize_int8(
+    data: bytes,
+    clips: list[np.ndarray],
+    *,
+    reduce_range: bool = True,
+    exclude: Sequence[str] = ("fc",),
+    method: str = "minmax",
+    symmetric_activations: bool = False,
+    extra_options: dict[str, Any] | None = None,
+) -> bytes:
     """Static int8 quantization of an fp32 stnet ONNX model with ONNX Runtime: per-channel int8 weights,
     uint8 activations whose ranges are calibrated on ``clips`` (QDQ format, which every ONNX Runtime
-    execution provider reads). On CPUs with VNNI this runs 2-3x faster than fp32."""
+    execution provider and OpenVINO read).
+
+    The defaults are what kept the demo model's val top-1 within one video of fp32 in ONNX Runtime and
+    OpenVINO (``benchmarks/backends.py int8``, docs/benchmarks.md):
+
+    - ``reduce_range``: weights in 7 bits. On x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) both
+      runtimes multiply uint8 × int8 with ``vpmaddubsw``, whose int16 pair sums saturate with full 8-bit
+      weights; that tripled the logit error and changed 3 of the 5 videos that int8 got wrong. 7-bit
+      weights cannot saturate; on VNNI CPUs they cost a little precision and no speed.
+    - ``exclude``: nodes kept in fp32, ``"fc"`` (the classifier: the last Gemm/MatMul), ``"first_conv"``
+      or node names. With the classifier quantized its output, the logits themselves, is rounded to
+      256 levels, which flips near-ties; in fp32 it costs no measurable speed (one small matrix).
+    - ``method``: ``"minmax"`` (calibrated ranges are the observed ones), ``"percentile"`` or
+      ``"entropy"`` (ONNX Runtime's; at its defaults the entropy search has one candidate, the MinMax
+      range). Neither beat MinMax, nor did ``symmetric_activations`` (int8 activations, symmetric
+      ranges) or ``extra_options`` such as ``{"CalibMovingAverage": True}`` (much worse).
+    """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise ExportError(f"unknown calibration method {method!r}: one of {', '.join(CALIBRATION_METHODS)}")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -216,8 +253,16 @@ def quantize_int8(data: bytes, clips: list[np.ndarray]) -> bytes:
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QUInt8,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=_nodes_named(onnx.load(str(pre)), exclude),
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "percentile": CalibrationMethod.Percentile,
+                "entropy": CalibrationMethod.Entropy,
+            }[method],
+            extra_options={"ActivationSymmetric": symmetric_activations, **(extra_options or {})},
         )
         proto = onnx.load(str(int8))
     info = dataclasses.replace(ModelInfo.from_json(meta[META_KEY]), precision="int8")
@@ -226,6 +271,21 @@ def quantize_int8(data: bytes, clips: list[np.ndarray]) -> bytes:
     entry.key, entry.value = META_KEY, info.to_json()
     proto.doc_string = source.doc_string + " (int8)"
     return proto.SerializeToString()
+
+
+def _nodes_named(proto: Any, names: Sequence[str]) -> list[str]:
+    """The graph's node names for ``names``: ``"first_conv"`` is the first Conv, ``"fc"`` the last
+    Gemm/MatMul (the classifier), anything else a node's own name."""
+    convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
+    fcs = [n.name for n in proto.graph.node if n.op_type in ("Gemm", "MatMul")]
+    known = {n.name for n in proto.graph.node}
+    found = []
+    for name in names:
+        picks = {"first_conv": convs[:1], "fc": fcs[-1:]}.get(name, [name] if name in known else [])
+        if not picks:
+            raise ExportError(f"the model has no node {name!r} to keep in fp32")
+        found.extend(picks)
+    return found
 
 
 def check_quantized(runner: Runner, model: nn.Module, clips: list[np.ndarray], min_agreement: float) -> float:
