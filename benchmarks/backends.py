@@ -117,15 +117,16 @@ def int8(demo: Path, checkpoint: Path) -> None:
     model, cfg, classes = model_for_checkpoint(checkpoint, cfg)
     model = model.float().eval()
     info = ModelInfo.from_config(cfg, class_names_for(cfg, classes, None))
-    splits = {s: build_dataset(info.config(dataset_path=str(data)), s, augment=False) for s in ("val",)}
-    x = {s: np.stack([d[i][0].numpy() for i in range(len(d))]) for s, d in splits.items()}
+    val = build_dataset(info.config(dataset_path=str(data)), "val", augment=False)
+    x = np.stack([val[i][0].numpy() for i in range(len(val))])
+    labels = np.array([val.label_of(i) for i in range(len(val))])
 
     def batched(run, a: np.ndarray) -> np.ndarray:
         return np.concatenate([run(a[i : i + 8]) for i in range(0, len(a), 8)])
 
     with torch.no_grad():
-        ref = {s: batched(lambda b: model(torch.from_numpy(b)).numpy(), a) for s, a in x.items()}
-    top = np.sort(ref["val"], 1)
+        ref = batched(lambda b: model(torch.from_numpy(b)).numpy(), x)
+    top = np.sort(ref, 1)
     margins = top[:, -1] - top[:, -2]
     fp32 = export_bytes(model, info, "onnx")
 
@@ -137,31 +138,24 @@ def int8(demo: Path, checkpoint: Path) -> None:
 
     rows = []
     for name, kwargs, count, sampling in INT8_VARIANTS:
-        clips = calibration_clips(info, data, "train", count)
-        if sampling == "eval":  # the same videos' centre clips
-            train = build_dataset(info.config(dataset_path=str(data)), "train", augment=False)
-            picks = np.unique(np.linspace(0, len(train) - 1, num=count).round().astype(int))
-            clips = [train[int(i)][0].unsqueeze(0).numpy() for i in picks]
-        q = quantize_int8(fp32, clips, **kwargs)
+        augment = None if sampling == "train" else False  # eval: the same videos' centre clips
+        q = quantize_int8(fp32, calibration_clips(info, data, "train", count, augment), **kwargs)
         cells = []
         for run in (
             runner_from_bytes(q, "onnx"),
             unfused(q),
             runner_from_bytes(q, "onnx", choice=BackendChoice("openvino", "benchmark")),
         ):
-            got = {s: batched(run, a) for s, a in x.items()}
-            differ = np.flatnonzero(got["val"].argmax(1) != ref["val"].argmax(1))
-            err = np.mean([np.abs(got[s] - ref[s]).mean() for s in x])
+            got = batched(run, x)
+            differ = np.flatnonzero(got.argmax(1) != ref.argmax(1))
             cells.append(f"{len(differ)}{' (' + ', '.join(map(str, differ)) + ')' if len(differ) else ''}")
-            cells.append(f"{err:.3f}")
+            cells.append(f"{np.abs(got - ref).mean():.3f}")
         rows.append(f"| {name} | {count} {sampling} | " + " | ".join(cells) + " |")
         print(rows[-1], file=sys.stderr)
     low = ", ".join(f"{i}: {margins[i]:.3f}" for i in np.argsort(margins)[:4])
-    correct = int(
-        (ref["val"].argmax(1) == np.array([splits["val"][i][1] for i in range(len(x["val"]))])).sum()
-    )
+    correct = int((ref.argmax(1) == labels).sum())
     print(
-        f"`{' '.join(sys.argv)}`: {checkpoint}, PyTorch fp32 {correct}/{len(x['val'])} val videos correct; "
+        f"`{' '.join(sys.argv)}`: {checkpoint}, PyTorch fp32 {correct}/{len(x)} val videos correct; "
         f"smallest top-1 − top-2 logit margins (video: margin) {low}. Per setting: val videos whose top-1 ≠ "
         "PyTorch fp32 (their indices), and the mean |logit − fp32 logit| over them:\n"
     )

@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from stnet.model import StNet, TemporalBlock, to_channels_last
-from stnet.runtime import autocast_dtype
+from stnet.runtime import autocast, autocast_dtype
 
 T, N, SIZE, BATCH, CLASSES = 7, 5, 112, 8, 101
+CPU = torch.device("cpu")
 
 
 def inputs(batch: int = BATCH, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +58,7 @@ def autocast_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Step:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
     def step() -> float:
-        with torch.autocast("cpu", dtype=DTYPE or torch.float32, enabled=DTYPE is not None):
+        with autocast(CPU, DTYPE):
             loss = F.cross_entropy(model(x).float(), y)
         loss.backward()
         opt.step()
@@ -210,7 +211,7 @@ def temporal(repeats: int) -> None:
             for name, forward in ways.items():
                 xi = x.detach().requires_grad_()
                 block.zero_grad(set_to_none=True)
-                with torch.autocast("cpu", dtype=DTYPE or torch.float32, enabled=DTYPE is not None):
+                with autocast(CPU, DTYPE):
                     start = time.perf_counter()
                     y = forward(xi, T)
                 y.backward(grad)
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     args = parser.parse_args(argv)
     global DTYPE
-    DTYPE = autocast_dtype(args.precision, torch.device("cpu"))
+    DTYPE = autocast_dtype(args.precision, CPU)
     print(f"precision: {'bf16 autocast' if DTYPE else 'fp32'}", file=sys.stderr)
     if args.variants is None:  # bf16 parameters are a bf16 trial only
         args.variants = [v for v in VARIANTS if DTYPE or "bf16" not in v]

@@ -173,15 +173,20 @@ def verify(runner: Runner, model: nn.Module, tolerance: float = 1e-4) -> float:
 
 
 def calibration_clips(
-    info: ModelInfo, dataset_path: str | Path, split: str = "train", count: int = 32
+    info: ModelInfo,
+    dataset_path: str | Path,
+    split: str = "train",
+    count: int = 32,
+    augment: bool | None = None,
 ) -> list[np.ndarray]:
     """``count`` clips of a prepared dataset's ``split`` as the model's input, spread evenly over its
-    videos (with that split's sampling): what int8 calibration measures activation ranges on."""
+    videos (with that split's sampling, or ``augment`` as for :func:`build_dataset`): what int8
+    calibration measures activation ranges on."""
     from stnet.datasets import build_dataset
 
     if count < 1:
         raise ExportError("--calibration_clips must be at least 1")
-    dataset = build_dataset(info.config(dataset_path=str(dataset_path)), split)
+    dataset = build_dataset(info.config(dataset_path=str(dataset_path)), split, augment=augment)
     picks = np.unique(np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int))
     return [dataset[int(i)][0].unsqueeze(0).numpy() for i in picks]
 
